@@ -1,0 +1,91 @@
+"""Autoregressive GPT-2: next-token cross-entropy, KV-cache decoding.
+
+The model is `transformers`' GPT2LMHeadModel built from a GPT2Config with the suite's width,
+depth and heads, so it is real GPT-2. One extra id after the vocabulary is BOS: a sequence
+x_1..x_L is fed as [BOS, x_1..x_{L-1}] and every x_i is a target, so the first token is scored.
+
+Sampling decodes L tokens one at a time with the KV cache: NFE = L by definition.
+Categorical draws (after temperature and nucleus filtering) are made in float64.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from flowbench.config import BackboneConfig
+from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical
+from flowbench.registry import FAMILIES
+
+
+class KVCacheParams(SamplerParams):
+    nfe: int | None = None  # must equal L; None means L
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches top_p; others get -inf. (B, V)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(-1, descending=True)
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cum - sorted_logits.softmax(-1) >= top_p  # tokens entirely beyond the nucleus
+    sorted_logits[drop] = -torch.inf
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+class GPT2(torch.nn.Module):
+    """GPT2LMHeadModel whose call returns logits over the V real tokens (BOS never predicted)."""
+
+    def __init__(self, config: GPT2Config, vocab_size: int):
+        super().__init__()
+        self.gpt2 = GPT2LMHeadModel(config)
+        self.vocab_size = vocab_size
+
+    def forward(self, input_ids, past_key_values=None):
+        out = self.gpt2(input_ids=input_ids, past_key_values=past_key_values,
+                        use_cache=past_key_values is not None or not self.training)
+        return out.logits[..., : self.vocab_size], out.past_key_values
+
+
+def gpt2_config(config: BackboneConfig, *, vocab_size: int, seq_len: int) -> GPT2Config:
+    return GPT2Config(vocab_size=vocab_size + 1, n_positions=seq_len + 1, n_embd=config.d_model,
+                      n_layer=config.n_layers, n_head=config.n_heads,
+                      n_inner=config.mlp_ratio * config.d_model, resid_pdrop=config.dropout,
+                      embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                      bos_token_id=vocab_size, eos_token_id=vocab_size)
+
+
+@FAMILIES.register("ar_gpt2")
+class ARGPT2(Family):
+    samplers = {"kv_cache": KVCacheParams}
+
+    def backbone_spec(self) -> BackboneSpec:
+        return BackboneSpec(causal=True, input="tokens", extra_tokens=1)
+
+    def build_model(self, config: BackboneConfig) -> torch.nn.Module:
+        return GPT2(gpt2_config(config, vocab_size=self.vocab_size, seq_len=self.seq_len), self.vocab_size)
+
+    def loss(self, model, x1, *, generator=None):
+        bos = torch.full_like(x1[:, :1], self.vocab_size)
+        logits, _ = model(torch.cat([bos, x1[:, :-1]], dim=1))  # (B, L, V)
+        return F.cross_entropy(logits.float().transpose(1, 2), x1)
+
+    def check_sampler(self, sampler, params):
+        if params.nfe is not None and params.nfe != self.seq_len:
+            raise ValueError(f"ar_gpt2 decodes one token per call: nfe must equal seq_len={self.seq_len}, "
+                             f"got {params.nfe}")
+
+    @torch.no_grad()
+    def sample(self, model, *, n, sampler, params, generator):
+        device = generator.device
+        tokens = torch.full((n, 1), self.vocab_size, dtype=torch.long, device=device)  # BOS
+        past, out = None, []
+        for _ in range(self.seq_len):
+            logits, past = model(tokens, past_key_values=past)  # (n, 1, V), cache grows by one
+            logits = top_p_filter(logits[:, -1].double() / params.temperature, params.top_p)
+            tokens = sample_categorical(logits, generator=generator)[:, None]
+            out.append(tokens)
+        return torch.cat(out, dim=1)

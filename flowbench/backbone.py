@@ -1,0 +1,116 @@
+"""The one transformer used by every non-AR family.
+
+Bidirectional (or causal) attention, adaLN conditioning on nothing / t / (s, t) as in DiT,
+and a token-id or simplex (L x V) input. Output: per-position logits over the vocabulary.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowbench.config import BackboneConfig
+from flowbench.families.base import BackboneSpec
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0, 1]: (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    args = 1000.0 * t.float()[:, None] * freqs[None]  # scale so that [0, 1] spans many periods
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimeEmbedding(nn.Module):
+    """(B,) times -> (B, C) conditioning vector; one sinusoid per time for (s, t)."""
+
+    def __init__(self, d_model: int, n_times: int):
+        super().__init__()
+        self.freq_dim = 128
+        self.mlp = nn.Sequential(nn.Linear(n_times * self.freq_dim, d_model), nn.SiLU(),
+                                 nn.Linear(d_model, d_model))
+
+    def forward(self, *times: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([timestep_embedding(t, self.freq_dim) for t in times], dim=-1))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block; with conditioning, LayerNorm shift/scale and residual gates
+    come from c (adaLN-Zero: gates start at zero so a fresh block is the identity)."""
+
+    def __init__(self, config: BackboneConfig, *, causal: bool, conditioned: bool):
+        super().__init__()
+        d, self.n_heads, self.causal = config.d_model, config.n_heads, causal
+        self.ln1 = nn.LayerNorm(d, elementwise_affine=not conditioned)
+        self.ln2 = nn.LayerNorm(d, elementwise_affine=not conditioned)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, config.mlp_ratio * d), nn.GELU(approximate="tanh"),
+                                 nn.Linear(config.mlp_ratio * d, d))
+        self.dropout = nn.Dropout(config.dropout)
+        self.ada = None
+        if conditioned:
+            self.ada = nn.Linear(d, 6 * d)
+            nn.init.zeros_(self.ada.weight)
+            nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        B, L, D = x.shape
+        if self.ada is not None:
+            shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c))[:, None].chunk(6, -1)
+        else:
+            shift1 = scale1 = shift2 = scale2 = 0.0
+            gate1 = gate2 = 1.0
+        h = self.ln1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(h).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, L, D/H)
+        x = x + gate1 * self.dropout(self.proj(h.transpose(1, 2).reshape(B, L, D)))
+        h = self.ln2(x) * (1 + scale2) + shift2
+        return x + gate2 * self.dropout(self.mlp(h))
+
+
+class Backbone(nn.Module):
+    """x (B, L) ids or (B, L, V) floats, optional t and s (B,) -> logits (B, L, V)."""
+
+    def __init__(self, *, spec: BackboneSpec, config: BackboneConfig, vocab_size: int, seq_len: int):
+        super().__init__()
+        self.spec, d = spec, config.d_model
+        if spec.input == "tokens":
+            self.embed = nn.Embedding(vocab_size + spec.extra_tokens, d)
+        else:
+            self.embed = nn.Linear(vocab_size, d, bias=False)
+        self.pos = nn.Parameter(0.02 * torch.randn(seq_len, d))
+        conditioned = spec.cond != "none"
+        self.time = TimeEmbedding(d, 2 if spec.cond == "st" else 1) if conditioned else None
+        self.blocks = nn.ModuleList(Block(config, causal=spec.causal, conditioned=conditioned)
+                                    for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(d, elementwise_affine=not conditioned)
+        self.ada_f = nn.Linear(d, 2 * d) if conditioned else None
+        if self.ada_f is not None:
+            nn.init.zeros_(self.ada_f.weight)
+            nn.init.zeros_(self.ada_f.bias)
+        self.head = nn.Linear(d, vocab_size)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                s: torch.Tensor | None = None) -> torch.Tensor:
+        if self.spec.input == "simplex":
+            x = x.to(self.embed.weight.dtype)
+        h = self.embed(x) + self.pos[: x.shape[1]]  # (B, L, C)
+        c = None
+        if self.time is not None:
+            if t is None or (self.spec.cond == "st" and s is None):
+                raise ValueError(f"backbone conditioned on {self.spec.cond!r} needs those times")
+            c = self.time(t) if self.spec.cond == "t" else self.time(s, t)  # (B, C)
+        for block in self.blocks:
+            h = block(h, c)
+        h = self.ln_f(h)
+        if self.ada_f is not None:
+            shift, scale = self.ada_f(F.silu(c))[:, None].chunk(2, -1)
+            h = h * (1 + scale) + shift
+        return self.head(h)  # (B, L, V)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

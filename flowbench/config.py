@@ -1,0 +1,149 @@
+"""Typed, frozen configs built from a suite YAML (`yaml.safe_load`).
+
+Unknown keys raise; every error is one line naming the key path and what is allowed.
+A list value inside `params` or a sampler entry is a sweep axis (the grid is their product).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+
+class SuiteError(ValueError):
+    """A suite that cannot run; the message is one line naming the culprit."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackboneConfig(Frozen):
+    """Width, depth and heads shared by every family (the AR baseline builds GPT-2 from them)."""
+
+    d_model: PositiveInt = 64
+    n_layers: PositiveInt = 3
+    n_heads: PositiveInt = 4
+    mlp_ratio: PositiveInt = 4
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        return self
+
+
+class TrainConfig(Frozen):
+    """The training budget and optimiser; every family sees the same tokens for the same budget."""
+
+    steps: PositiveInt | None = None
+    tokens: PositiveInt | None = None  # alternative budget: steps = ceil(tokens / (batch_size * L))
+    batch_size: PositiveInt = 64
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    ema: float = Field(0.0, ge=0.0, lt=1.0)  # 0 disables the EMA copy
+    eval_every: PositiveInt = 250
+    val_sequences: PositiveInt = 512
+    train_sequences: PositiveInt | None = None  # None: the corpus's whole split, or one pass of the budget
+    checkpoint_every: PositiveInt = 500
+    bf16: bool = True  # autocast on CUDA only
+
+    def total_steps(self, seq_len: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        assert self.tokens is not None
+        return -(-self.tokens // (self.batch_size * seq_len))
+
+    @model_validator(mode="after")
+    def _one_budget(self):
+        if (self.steps is None) == (self.tokens is None):
+            raise ValueError("give exactly one of steps or tokens")
+        return self
+
+
+class EvalConfig(Frozen):
+    num_samples: PositiveInt = 256
+    batch_size: PositiveInt = 256
+    judge: str = "exact"
+    device: str = "auto"  # auto | cpu | cuda
+
+
+class SamplerEntry(BaseModel):
+    """One sampler of a run: its name plus parameters; list values are sweep axes."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    sampler: str
+
+
+class RunEntry(Frozen):
+    family: str
+    params: dict[str, Any] = {}
+    train: dict[str, Any] = {}  # overrides of the suite's train section for this family
+    denoiser: list[Literal["trained", "oracle"]] = ["trained"]
+    samplers: list[SamplerEntry]
+
+
+class CorpusEntry(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    seq_len: PositiveInt
+
+
+class Suite(Frozen):
+    name: str
+    corpus: CorpusEntry
+    backbone: BackboneConfig = BackboneConfig()
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    seeds: list[int] = [0]
+    runs: list[RunEntry]
+
+
+def one_line(err: ValidationError, prefix: str = "") -> str:
+    """Pydantic's multi-line error as one line: 'key.path: message'."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+        where = ".".join(x for x in (prefix, loc) if x)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
+def validate(model: type[BaseModel], data: dict, where: str) -> BaseModel:
+    try:
+        return model(**data)
+    except ValidationError as err:
+        allowed = ", ".join(model.model_fields)
+        raise SuiteError(f"{one_line(err, where)} (allowed keys: {allowed})") from None
+    except TypeError as err:
+        raise SuiteError(f"{where}: {err}") from None
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"suite file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SuiteError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite is a mapping with keys {', '.join(Suite.model_fields)}")
+    data.setdefault("name", path.stem)
+    return validate(Suite, data, "")  # type: ignore[return-value]
+
+
+def config_hash(obj: Any, n: int = 12) -> str:
+    """Stable short hash of JSON-able data (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]

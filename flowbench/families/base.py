@@ -1,0 +1,133 @@
+"""The interface every family implements, and what it declares about its backbone.
+
+Time convention for the whole project (docs/conventions.md): x_0 is noise, x_1 is data,
+t runs from 0 (noise) to 1 (data). A family whose paper uses the other direction converts
+in its own module and says so in its docstring.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, PositiveInt
+from torch import nn
+
+from flowbench.config import BackboneConfig
+
+# log p(x_1^i = v | evidence) for every position and clean token: (B, L, V) -> (B, L, V)
+Posterior = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a family needs from the shared backbone.
+
+    causal:       causal attention mask (else bidirectional).
+    cond:         'none', 't' or 'st' (adaLN conditioning on nothing, t, or (s, t)).
+    input:        'tokens' (ids, with `extra_tokens` ids after the vocabulary, e.g. a mask)
+                  or 'simplex' (an L x V float input through a linear map: probabilities or logits).
+    """
+
+    causal: bool = False
+    cond: Literal["none", "t", "st"] = "none"
+    input: Literal["tokens", "simplex"] = "tokens"
+    extra_tokens: int = 0
+
+
+class Params(BaseModel):
+    """Base of every family's hyper-parameters: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplerParams(Params):
+    """Base of every sampler's parameters; `nfe` is the number of function evaluations."""
+
+    nfe: PositiveInt
+
+
+class Family:
+    """A generative paradigm: its noising path, loss, sampler(s) and hyper-parameters.
+
+    Subclasses set `Params` and `samplers` (sampler name -> its SamplerParams subclass) and
+    implement `backbone_spec`, `loss` and `sample`. A family with an exact denoiser also
+    implements `evidence` (and `oracle_model` when its network predicts something other
+    than clean-token logits).
+
+    `model(x, t=None, s=None)` is the network (or the oracle standing in for it); the runner
+    counts its calls, so a sampler's NFE is what it really spends.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    samplers: ClassVar[dict[str, type[SamplerParams]]] = {}
+
+    def __init__(self, *, params: Params, vocab_size: int, seq_len: int):
+        self.params = params
+        self.vocab_size = vocab_size
+        self.seq_len = seq_len
+
+    # --- model -------------------------------------------------------------------------
+    def backbone_spec(self) -> BackboneSpec:
+        raise NotImplementedError
+
+    def build_model(self, config: BackboneConfig) -> nn.Module:
+        from flowbench.backbone import Backbone
+
+        return Backbone(spec=self.backbone_spec(), config=config, vocab_size=self.vocab_size,
+                        seq_len=self.seq_len)
+
+    # --- training ------------------------------------------------------------------------
+    def loss(self, model: nn.Module, x1: torch.Tensor, *, generator: torch.Generator | None = None
+             ) -> torch.Tensor:
+        """Scalar training loss on a batch of clean token ids x1 (B, L)."""
+        raise NotImplementedError
+
+    # --- sampling ------------------------------------------------------------------------
+    def check_sampler(self, sampler: str, params: SamplerParams) -> None:
+        """Raise ValueError (one line) if the sampler cannot run with these parameters."""
+
+    def sample(self, model: Callable, *, n: int, sampler: str, params: SamplerParams,
+               generator: torch.Generator) -> torch.Tensor:
+        """n sequences of clean token ids (n, L)."""
+        raise NotImplementedError
+
+    # --- oracle --------------------------------------------------------------------------
+    def evidence(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log p(x_t^i | x_1^i = v) for every position i and clean token v: (B, L, V) float64.
+
+        t has shape (B,). Constant offsets per position do not matter."""
+        raise NotImplementedError(f"family {self.name!r} declares no evidence function (no oracle)")
+
+    def oracle_model(self, posterior: Posterior) -> Callable:
+        """A stand-in for the network built from the exact posterior p(x_1 | x_t).
+
+        Default: the network predicts clean-token logits, so the oracle returns the log posterior."""
+
+        def model(x_t: torch.Tensor, t: torch.Tensor | None = None, s: torch.Tensor | None = None):
+            return posterior(self.evidence(x_t, t))
+
+        return model
+
+
+def time_grid(nfe: int, *, t_end: float = 1.0, dtype=torch.float64) -> torch.Tensor:
+    """nfe + 1 uniformly spaced times from 0 (noise) to t_end."""
+    return torch.linspace(0.0, t_end, nfe + 1, dtype=dtype)
+
+
+def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """Draw ids from logits (..., V) in float64 (float32 Gumbel noise biases rare tokens)."""
+    logits = logits.double()
+    u = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=logits.device)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+    return (logits + gumbel).argmax(-1)
+
+
+def _register_base() -> None:
+    from flowbench.registry import FAMILIES
+
+    FAMILIES.base = Family
+
+
+_register_base()

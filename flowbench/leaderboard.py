@@ -1,0 +1,62 @@
+"""Append-only leaderboard CSV keyed by `row_key`; samples as JSONL beside it.
+
+A row is written only after its samples file is in place, and rows whose key is already in the
+CSV are skipped, so an interrupted run started again loses nothing and writes nothing twice.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+COLUMNS = [
+    "suite", "family", "denoiser", "sampler", "nfe", "backbone_calls", "t_star", "beta", "alpha",
+    "seed", "params", "train_steps", "train_tokens", "val_loss", "gen_ppl", "gen_ppl_mean",
+    "nll_mean", "nll_median", "ppl_floor", "judge", "entropy", "samples_per_s", "tokens_per_s",
+    "latency_s", "peak_mem_mb", "num_samples", "family_params", "sampler_params", "device",
+    "torch", "git_sha", "config_hash", "row_key", "timestamp",
+]
+
+
+class Leaderboard:
+    def __init__(self, out_dir: Path):
+        self.dir = Path(out_dir)
+        self.csv = self.dir / "leaderboard.csv"
+        self.samples_dir = self.dir / "samples"
+
+    def keys(self) -> set[str]:
+        if not self.csv.exists():
+            return set()
+        self._drop_partial_line()
+        with self.csv.open(newline="") as f:
+            return {row["row_key"] for row in csv.DictReader(f)}
+
+    def _drop_partial_line(self) -> None:
+        """A run killed mid-write can leave a last line without its newline: drop it."""
+        data = self.csv.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self.csv.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def write_samples(self, row_key: str, records: list[dict]) -> None:
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        path = self.samples_dir / f"{row_key}.jsonl"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, path)
+
+    def append(self, row: dict) -> None:
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise KeyError(f"leaderboard row has unknown columns {sorted(unknown)}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        new = not self.csv.exists() or self.csv.stat().st_size == 0
+        with self.csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+            f.flush()
+            os.fsync(f.fileno())

@@ -1,0 +1,140 @@
+"""Expand a validated suite into evaluation points, checking everything before any training.
+
+A point is (family, family params, train config, seed, denoiser, sampler, sampler params).
+Points that share (family, params, train, backbone, corpus, seed) share one trained model,
+cached under a hash of exactly those fields.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from flowbench.config import Suite, SuiteError, TrainConfig, config_hash, one_line
+from flowbench.families.base import Family
+from flowbench.registry import CORPORA, FAMILIES, RegistryError
+
+
+def grid(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cartesian product over the list-valued keys; scalars are fixed."""
+    keys = list(values)
+    axes = [v if isinstance(v, list) else [v] for v in values.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+
+
+def check(model: type[BaseModel], data: dict, where: str) -> BaseModel:
+    try:
+        return model(**data)
+    except ValidationError as err:
+        allowed = ", ".join(model.model_fields) or "none"
+        raise SuiteError(f"{one_line(err, where)} (allowed keys: {allowed})") from None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that affects training, and nothing else."""
+
+    family: str
+    params: BaseModel
+    train: TrainConfig
+    seed: int
+    suite: Suite = field(repr=False, compare=False)
+
+    def identity(self) -> dict:
+        return {"family": self.family, "params": self.params.model_dump(),
+                "train": self.train.model_dump(), "backbone": self.suite.backbone.model_dump(),
+                "corpus": self.suite.corpus.model_dump(), "seed": self.seed}
+
+    @property
+    def key(self) -> str:
+        return config_hash(self.identity())
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}-{self.key[:6]}"
+
+
+@dataclass(frozen=True)
+class Point:
+    model: ModelSpec
+    denoiser: str  # 'trained' | 'oracle'
+    sampler: str
+    sampler_params: BaseModel
+
+    def identity(self, eval_identity: dict) -> dict:
+        ident = {"model": self.model.identity(), "denoiser": self.denoiser, "sampler": self.sampler,
+                 "sampler_params": self.sampler_params.model_dump(), "eval": eval_identity}
+        if self.denoiser == "oracle":  # an oracle has no training: its rows do not depend on it
+            ident["model"] = {k: v for k, v in ident["model"].items() if k not in ("train", "backbone")}
+        return ident
+
+
+def make_corpus(suite: Suite, *, cache_dir):
+    entry = suite.corpus.model_dump()
+    name = entry.pop("name")
+    try:
+        cls = CORPORA.get(name)
+    except RegistryError as err:
+        raise SuiteError(f"corpus.name: {err}") from None
+    kwargs = dict(entry)
+    if "cache_dir" in inspect.signature(cls).parameters:
+        kwargs.setdefault("cache_dir", str(cache_dir))
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise SuiteError(f"corpus: {err}") from None
+
+
+def plan(suite: Suite, *, only: dict[str, str] | None = None) -> list[Point]:
+    points: list[Point] = []
+    for i, run in enumerate(suite.runs):
+        where = f"runs[{i}]"
+        try:
+            cls = FAMILIES.get(run.family)
+        except RegistryError as err:
+            raise SuiteError(f"{where}.family: {err}") from None
+        if only and only.get("family") not in (None, run.family):
+            continue
+        train_dict = suite.train.model_dump(exclude_none=True)
+        if {"steps", "tokens"} & set(run.train):
+            train_dict.pop("steps", None), train_dict.pop("tokens", None)
+        train = check(TrainConfig, {**train_dict, **run.train}, f"{where}.train")
+        for params_dict in grid(run.params):
+            params = check(cls.Params, params_dict, f"{where}.params")
+            for seed in suite.seeds:
+                spec = ModelSpec(family=run.family, params=params, train=train, seed=seed, suite=suite)
+                for j, entry in enumerate(run.samplers):
+                    swhere = f"{where}.samplers[{j}]"
+                    if entry.sampler not in cls.samplers:
+                        raise SuiteError(f"{swhere}.sampler: unknown sampler {entry.sampler!r} for "
+                                         f"{run.family} (allowed: {', '.join(cls.samplers)})")
+                    family = cls(params=params, vocab_size=2, seq_len=suite.corpus.seq_len)
+                    for sp in grid(entry.model_extra or {}):
+                        sparams = check(cls.samplers[entry.sampler], sp, swhere)
+                        try:
+                            family.check_sampler(entry.sampler, sparams)
+                        except ValueError as err:
+                            raise SuiteError(f"{swhere}: {err}") from None
+                        for denoiser in run.denoiser:
+                            if denoiser == "oracle" and cls.evidence is Family.evidence:
+                                raise SuiteError(f"{where}.denoiser: family {run.family!r} has no oracle "
+                                                 f"(no evidence function)")
+                            points.append(Point(spec, denoiser, entry.sampler, sparams))
+    if not points:
+        raise SuiteError(f"suite {suite.name!r} selects no runs" + (f" for {only}" if only else ""))
+    return points
+
+
+def check_corpus(corpus, suite: Suite, models: list[ModelSpec]) -> None:
+    """Fail before training if the corpus cannot fill the splits the suite asks for."""
+    for split, n in (("train", max((m.train.train_sequences or 1) for m in models) if models else 1),
+                     ("validation", max((m.train.val_sequences for m in models), default=1))):
+        have = corpus.available(split)
+        if have is not None and have < n:
+            raise SuiteError(f"corpus: sequence length {suite.corpus.seq_len} fills only {have} {split} "
+                             f"sequences, the suite asks for {n}")
+        if have is not None and have < 1:
+            raise SuiteError(f"corpus: sequence length {suite.corpus.seq_len} cannot fill one {split} sequence")

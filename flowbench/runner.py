@@ -1,0 +1,201 @@
+"""Run a suite: train each distinct model once (parallel processes), then evaluate every point.
+
+    python -m flowbench run suites/nfe_sweep.yaml [--out DIR] [--only family=NAME] [--jobs N]
+
+Models are cached in the cache directory ($FLOWBENCH_CACHE, default .cache/flowbench) under a
+hash of exactly the fields that affect training; rows go to <out>/leaderboard.csv.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import multiprocessing as mp
+import os
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from flowbench.backbone import count_params
+from flowbench.config import Suite, config_hash, load_suite
+from flowbench.leaderboard import Leaderboard
+from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
+from flowbench.registry import FAMILIES, JUDGES, METRICS
+from flowbench.trainer import load_checkpoint, resolve_device, train
+
+SWEEP_COLUMNS = ("t_star", "beta", "alpha")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FLOWBENCH_CACHE", ".cache/flowbench"))
+
+
+def git_sha() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def checkpoint_path(spec: ModelSpec) -> Path:
+    return cache_root() / "models" / f"{spec.label}.pt"
+
+
+def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 0,
+                progress: bool = True) -> dict:
+    """Train (or resume, or reuse) one model; safe to call in a worker process."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # denormals from tiny simplex masses slow CPU kernels
+    suite = spec.suite
+    corpus = make_corpus(suite, cache_dir=cache_root())
+    family = FAMILIES.get(spec.family)(params=spec.params, vocab_size=corpus.vocab_size,
+                                        seq_len=corpus.seq_len)
+    torch.manual_seed(spec.seed)
+    model = family.build_model(suite.backbone)
+    n_train = spec.train.train_sequences or corpus.available("train") or min(
+        spec.train.total_steps(corpus.seq_len) * spec.train.batch_size, 200_000)
+    state = train(family=family, model=model, train_data=corpus.split("train", n_train),
+                  val_data=corpus.split("validation", spec.train.val_sequences), config=spec.train,
+                  seed=spec.seed, checkpoint=checkpoint_path(spec),
+                  meta={"label": spec.label, **spec.identity()},
+                  device=resolve_device(suite.eval.device), progress=progress, position=position)
+    return {"step": state["step"], "train_tokens": state["train_tokens"]}
+
+
+def train_all(specs: list[ModelSpec], *, jobs: int, progress: bool) -> None:
+    todo = [s for s in specs if not _done(s)]
+    if not todo:
+        return
+    jobs = max(1, min(jobs, len(todo)))
+    if jobs == 1:
+        for s in todo:
+            train_model(s, progress=progress)
+        return
+    # Independent single-thread processes beat one multi-thread process for small models.
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(train_model, s, threads=threads, position=i % jobs, progress=progress): s
+                   for i, s in enumerate(todo)}
+        for fut in cf.as_completed(futures):
+            fut.result()  # re-raise a worker's error here, naming nothing lost: others finish
+
+
+def _done(spec: ModelSpec) -> bool:
+    path = checkpoint_path(spec)
+    return path.exists() and bool(load_checkpoint(path).get("done"))
+
+
+class CallCounter:
+    """Counts backbone calls (the true NFE) of the network or oracle standing in for it."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite) -> tuple[dict, torch.Tensor]:
+    spec = point.model
+    family = FAMILIES.get(spec.family)(params=spec.params, vocab_size=corpus.vocab_size,
+                                        seq_len=corpus.seq_len)
+    row: dict = {}
+    if point.denoiser == "trained":
+        state = load_checkpoint(checkpoint_path(spec))
+        net = family.build_model(suite.backbone)
+        net.load_state_dict(state["weights"])
+        net.to(device).eval()
+        history = state["history"]
+        row.update(params=count_params(net), train_steps=state["step"], train_tokens=state["train_tokens"],
+                   val_loss=history[-1]["val_loss"] if history else None, config_hash=spec.key)
+    else:
+        net = family.oracle_model(corpus.posterior)
+    model = CallCounter(net)
+    n, bs = suite.eval.num_samples, suite.eval.batch_size
+    gen = torch.Generator(device=device).manual_seed(spec.seed)
+    kw = dict(sampler=point.sampler, params=point.sampler_params)
+    with torch.inference_mode():
+        family.sample(model, n=min(n, bs, 8), generator=gen, **kw)  # warm-up, not timed
+        model.calls, chunks, latencies, batches = 0, [], [], 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        gen.manual_seed(spec.seed)
+        for start in range(0, n, bs):
+            _sync(device)
+            t0 = time.perf_counter()
+            chunks.append(family.sample(model, n=min(bs, n - start), generator=gen, **kw).cpu())
+            _sync(device)
+            latencies.append(time.perf_counter() - t0)
+            batches += 1
+    tokens = torch.cat(chunks)
+    seconds = sum(latencies)
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # process peak RSS on CPU
+    nll, mask = judge.score(tokens)
+    for name in METRICS.names():
+        row.update(METRICS.get(name)(tokens=tokens, nll=nll, mask=mask))
+    sp = point.sampler_params.model_dump()
+    nfe = sp.get("nfe") or corpus.seq_len
+    merged = {**spec.params.model_dump(), **sp}
+    row.update(family=spec.family, denoiser=point.denoiser, sampler=point.sampler, nfe=nfe,
+               backbone_calls=model.calls / batches, seed=spec.seed,
+               **{c: merged.get(c) for c in SWEEP_COLUMNS},
+               family_params=_json(spec.params.model_dump()),
+               sampler_params=_json({k: v for k, v in sp.items() if k not in ("nfe", *SWEEP_COLUMNS)}),
+               samples_per_s=len(tokens) / seconds, tokens_per_s=tokens.numel() / seconds,
+               latency_s=sum(latencies) / len(latencies), peak_mem_mb=round(peak, 1),
+               num_samples=len(tokens), device=str(device), torch=torch.__version__)
+    return row, tokens
+
+
+def _json(d: dict) -> str:
+    import json
+
+    return json.dumps(d, sort_keys=True) if d else ""
+
+
+def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str, str] | None = None,
+              jobs: int | None = None, progress: bool = True) -> Path:
+    suite = load_suite(path)
+    points = plan(suite, only=only)  # every check that needs no training happens here
+    corpus = make_corpus(suite, cache_dir=cache_root())
+    trained = {p.model.key: p.model for p in points if p.denoiser == "trained"}
+    check_corpus(corpus, suite, list(trained.values()))
+    device = resolve_device(suite.eval.device)
+    judge_cls = JUDGES.get(suite.eval.judge)
+    board = Leaderboard(Path(out) if out else Path("results") / suite.name)
+    done = board.keys()
+    eval_ident = {**suite.eval.model_dump(exclude={"device", "batch_size"}),
+                  "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
+    pending = [p for p in points if config_hash(p.identity(eval_ident)) not in done]
+    if not pending:
+        print(f"{suite.name}: all {len(points)} rows already in {board.csv}")
+        return board.csv
+    needed = {p.model.key: p.model for p in pending if p.denoiser == "trained"}
+    train_all(list(needed.values()), jobs=jobs or os.cpu_count() or 1, progress=progress)
+    torch.set_num_threads(os.cpu_count() or 1)
+    judge = judge_cls(corpus=corpus, cache_dir=cache_root(), device=device)
+    floor = judge.floor()
+    sha, stamp = git_sha(), dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    for point in tqdm(pending, desc=f"{suite.name}: evaluate", disable=not progress, dynamic_ncols=True):
+        row_key = config_hash(point.identity(eval_ident))
+        row, tokens = evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
+        board.write_samples(row_key, [{"text": corpus.decode(t), "ids": t.tolist()} for t in tokens])
+        board.append({**row, "suite": suite.name, "judge": suite.eval.judge,
+                      "ppl_floor": floor.get("ppl_floor"), "git_sha": sha, "row_key": row_key,
+                      "timestamp": stamp})
+    return board.csv

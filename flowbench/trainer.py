@@ -1,0 +1,150 @@
+"""One training loop for every family: AdamW, warmup + cosine, clipping, EMA, resume.
+
+The loop knows only `family.loss(model, x1)`; what a family does with the batch is its own.
+Checkpoints are written atomically (temp file + rename) and hold the resolved config, so a
+checkpoint explains itself and an interrupted run resumes from the last one.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from flowbench.config import TrainConfig
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which and how to recover
+        raise CheckpointError(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to retrain") from None
+
+
+def batches(data: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """Endless shuffled mini-batches (epochs of a random permutation)."""
+    while True:
+        perm = torch.randperm(len(data), generator=generator)
+        for i in range(0, len(perm) - batch_size + 1, batch_size):
+            yield data[perm[i:i + batch_size]]
+
+
+@torch.no_grad()
+def validation_loss(family, model, val: torch.Tensor, *, batch_size: int, device, seed: int) -> float:
+    """Mean loss on the validation split, with a fixed noise seed so values are comparable."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    total, count = 0.0, 0
+    for i in range(0, len(val), batch_size):
+        x1 = val[i:i + batch_size].to(device)
+        total += family.loss(model, x1, generator=gen).item() * len(x1)
+        count += len(x1)
+    model.train(was_training)
+    return total / count
+
+
+def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tensor,
+          config: TrainConfig, seed: int, checkpoint: Path, meta: dict, device: torch.device,
+          progress: bool = True, position: int = 0) -> dict:
+    """Train `model` with `family.loss` to the budget; resume from `checkpoint` if present.
+
+    Returns the final checkpoint dict (weights to evaluate under 'weights': the EMA copy if
+    enabled, else the raw weights) and writes it to `checkpoint`."""
+    seq_len = train_data.shape[1]
+    total = config.total_steps(seq_len)
+    torch.manual_seed(seed)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                            betas=(0.9, 0.98))
+    sched = get_cosine_schedule_with_warmup(opt, min(config.warmup_steps, total), total)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+           if config.ema > 0 else None)
+    data_gen = torch.Generator().manual_seed(seed)
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    step, history = 0, []
+
+    if checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        if state.get("done"):
+            return state
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        data_gen.set_state(state["data_rng"])
+        noise_gen.set_state(state["noise_rng"])
+        step, history = state["step"], state["history"]
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if device.type == "cuda" and config.bf16 else nullcontext())
+    stream = batches(train_data, config.batch_size, data_gen)
+    # Fast-forward the data stream so a resumed run sees the batches it would have seen.
+    for _ in range(step):
+        next(stream)
+
+    def snapshot(done: bool) -> dict:
+        weights = (ema.module if ema is not None else model).state_dict()
+        return {"model": model.state_dict(), "weights": copy.deepcopy(weights),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "data_rng": data_gen.get_state(), "noise_rng": noise_gen.get_state(),
+                "step": step, "history": history, "done": done, "meta": meta,
+                "train_tokens": step * config.batch_size * seq_len}
+
+    bar = tqdm(total=total, initial=step, desc=meta.get("label", "train"), position=position,
+               disable=not progress, dynamic_ncols=True, leave=True)
+    t0, loss_avg = time.perf_counter(), None
+    while step < total:
+        x1 = next(stream).to(device)
+        with autocast:
+            loss = family.loss(model, x1, generator=noise_gen)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"{meta.get('label', 'training')}: loss is {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        bar.update(1)
+        if step % config.eval_every == 0 or step == total:
+            val = validation_loss(family, ema.module if ema is not None else model, val_data,
+                                  batch_size=config.batch_size * 4, device=device, seed=seed)
+            history.append({"step": step, "train_loss": loss_avg, "val_loss": val,
+                            "seconds": time.perf_counter() - t0})
+            bar.set_postfix(loss=f"{loss_avg:.3f}", val=f"{val:.3f}")
+        if step % config.checkpoint_every == 0 and step < total:
+            atomic_save(snapshot(done=False), checkpoint)
+    bar.close()
+    final = snapshot(done=True)
+    atomic_save(final, checkpoint)
+    return final

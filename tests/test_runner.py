@@ -1,0 +1,101 @@
+"""The suite runner end to end on the smoke suite, and its handling of bad input."""
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowbench.__main__ import main
+from flowbench.config import SuiteError, load_suite
+from flowbench.plan import plan
+from flowbench.runner import run_suite
+
+SMOKE = Path(__file__).parents[1] / "suites" / "smoke.yaml"
+
+
+def rows(csv_path):
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_suite_end_to_end_and_no_duplicates(tmp_path):
+    out = tmp_path / "out"
+    csv_path = run_suite(SMOKE, out=out, jobs=1, progress=False)
+    first = rows(csv_path)
+    expected = len(plan(load_suite(SMOKE)))
+    assert len(first) == expected
+    for r in first:
+        for col in ("gen_ppl", "gen_ppl_mean", "entropy", "samples_per_s", "nll_median"):
+            assert math.isfinite(float(r[col])), (r["family"], col)
+        assert r["git_sha"] and r["row_key"] and r["torch"]
+        assert (Path(out) / "samples" / f"{r['row_key']}.jsonl").exists()
+        if r["denoiser"] == "trained":
+            assert int(r["params"]) > 0 and int(r["train_steps"]) == 2
+        assert float(r["backbone_calls"]) <= float(r["nfe"])
+    families = {r["family"] for r in first}
+    assert {"ar_gpt2", "mdlm"} <= families
+    run_suite(SMOKE, out=out, jobs=1, progress=False)
+    assert len(rows(csv_path)) == expected  # the second run adds nothing
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
+    out = tmp_path / "out"
+    csv_path = run_suite(SMOKE, out=out, jobs=1, progress=False)
+    complete = rows(csv_path)
+    ckpts = sorted((tmp_path / "cache" / "models").glob("*.pt"))
+    mtimes = [p.stat().st_mtime_ns for p in ckpts]
+    lines = csv_path.read_bytes().splitlines(keepends=True)
+    csv_path.write_bytes(b"".join(lines[:3]) + lines[3][:20])  # killed while writing row 3
+    run_suite(SMOKE, out=out, jobs=1, progress=False)
+    again = rows(csv_path)
+    assert sorted(r["row_key"] for r in again) == sorted(r["row_key"] for r in complete)
+    assert [p.stat().st_mtime_ns for p in ckpts] == mtimes  # finished models were reused
+
+
+def write_suite(tmp_path, **changes):
+    data = yaml.safe_load(SMOKE.read_text())
+    for dotted, value in changes.items():
+        node = data
+        *path, last = dotted.split(".")
+        for key in path:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[last] = value
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"trian": {"steps": 1}}, "trian: unknown key"),
+    ({"runs.1.family": "mdml"}, "runs[1].family: unknown family 'mdml'; did you mean 'mdlm'"),
+    ({"runs.1.samplers.0.nfe": [0, 2]}, "runs[1].samplers[0].nfe: Input should be greater than 0"),
+    ({"runs.1.samplers.0.sampler": "euler"}, "unknown sampler 'euler' for mdlm (allowed: ancestral"),
+    ({"runs.1.params": {"schedule": "cosine"}}, "runs[1].params.schedule"),
+    ({"runs.0.samplers.0.nfe": 3}, "nfe must equal seq_len=8"),
+    ({"corpus.name": "text_files", "corpus.paths": ["/no/such/file.txt"]}, "/no/such/file.txt"),
+    ({"train.steps": None}, "give exactly one of steps or tokens"),
+])
+def test_bad_suites_fail_before_training_in_one_line(tmp_path, capsys, change, message):
+    path = write_suite(tmp_path, **change)
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "cache" / "models").exists()  # nothing was trained
+
+
+def test_missing_suite_file(capsys, tmp_path):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "suite file not found" in capsys.readouterr().err
+
+
+def test_corpus_that_cannot_fill_the_length_fails_before_training(tmp_path, capsys):
+    text = tmp_path / "tiny.txt"
+    text.write_text("\n".join(f"line {i} of a small text" for i in range(30)))
+    path = write_suite(tmp_path, **{"corpus.name": "text_files", "corpus.paths": [str(text)],
+                                    "corpus.seq_len": 64, "corpus.vocab_size": 300,
+                                    "eval.judge": "local"})
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "64" in err and "\n" not in err.strip()
+    assert not (tmp_path / "cache" / "models").exists()
