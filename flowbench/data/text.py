@@ -177,7 +177,7 @@ def _resolve_paths(paths) -> list[Path]:
         else:
             p = Path(text)
             if not p.exists():
-                raise CorpusError(f"text_files path {text!r} does not exist")
+                files = []; continue
             files = expand(p)
             if not files:
                 raise CorpusError(f"text_files path {text!r} contains no .txt files")
@@ -242,7 +242,7 @@ class TextFiles(_PackedText):
         self.tokenizer_path = cache / "tokenizers" / f"{key}.json"
         self.stream_path = cache / "streams" / f"text_files-{key}.pt"
         self._tok = self._load_or_train_tokenizer()
-        pass  # a literal "<|endoftext|>" in text stays text
+        self._tok.encode_special_tokens = True  # a literal "<|endoftext|>" in text stays text
         self.eos_id = self._tok.token_to_id(EOS_TOKEN)
         self.vocab_size = self._tok.get_vocab_size()
         self._load_streams(self.stream_path, self._build_streams)
