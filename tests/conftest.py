@@ -21,3 +21,11 @@ def tiny_language():
     from flowbench.data.language import HMMLanguage
 
     return HMMLanguage(seq_len=6, seed=0)
+
+
+@pytest.fixture(scope="session")
+def micro_language():
+    """Fewer topics (V = 100) and 4 tokens: cheap enough for oracle samplers at hundreds of steps."""
+    from flowbench.data.language import HMMLanguage
+
+    return HMMLanguage(seq_len=4, seed=0, n_topics=2)

@@ -33,6 +33,7 @@ family's sampler achieves with a perfect network.
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from typing import Callable
 
 import numpy as np
@@ -131,11 +132,11 @@ class HMMLanguage(Corpus):
 
     def __init__(self, *, seq_len: int = 32, seed: int = 0, n_topics: int = 8,
                  emission_floor: float = 1e-4, topic_concentration: float | None = None):
-        if not isinstance(seq_len, int) or seq_len < 1:
+        if not isinstance(seq_len, Integral) or seq_len < 1:
             raise CorpusError(f"hmm_language: seq_len must be an integer >= 1, got {seq_len!r}")
-        if not isinstance(seed, int) or seed < 0:
+        if not isinstance(seed, Integral) or seed < 0:
             raise CorpusError(f"hmm_language: seed must be an integer >= 0, got {seed!r}")
-        if not isinstance(n_topics, int) or not 1 <= n_topics <= len(TOPICS):
+        if not isinstance(n_topics, Integral) or not 1 <= n_topics <= len(TOPICS):
             raise CorpusError(f"hmm_language: n_topics must be in 1..{len(TOPICS)} "
                               f"(topics in the word list), got {n_topics!r}")
         if not 0.0 < float(emission_floor) < 1.0:
@@ -143,6 +144,7 @@ class HMMLanguage(Corpus):
         if topic_concentration is not None and not float(topic_concentration) > 0:
             raise CorpusError(f"hmm_language: topic_concentration must be > 0 or None, "
                               f"got {topic_concentration!r}")
+        seq_len, seed, n_topics = int(seq_len), int(seed), int(n_topics)
         words, class_ids, topic_of = vocabulary(n_topics)
         tables = _build_tables(n_topics, float(emission_floor), topic_concentration,
                                class_ids, topic_of, seed)
@@ -158,9 +160,9 @@ class HMMLanguage(Corpus):
         """An instance with custom tables (K,), (K, S), (K, S, S), (K, S, V): each row a distribution."""
         self = cls.__new__(cls)
         self.seed, self.emission_floor, self.topic_concentration = None, None, None
-        self.n_topics = int(topic_prior.shape[0])
-        self.topic_of = torch.full((emit.shape[-1],), -1)
-        words = list(words) if words is not None else [f"w{v}" for v in range(emit.shape[-1])]
+        self.n_topics = len(topic_prior)
+        self.topic_of = torch.full((len(emit[0][0]),), -1)
+        words = list(words) if words is not None else [f"w{v}" for v in range(len(self.topic_of))]
         self._set_tables(topic_prior, init, trans, emit, words=words, seq_len=seq_len)
         return self
 
@@ -173,10 +175,10 @@ class HMMLanguage(Corpus):
         for name, t in (("topic_prior", prior), ("init", init), ("trans", trans), ("emit", emit)):
             if (t < 0).any() or not torch.allclose(t.sum(-1), torch.ones((), dtype=torch.float64)):
                 raise CorpusError(f"hmm_language: rows of {name} must be distributions")
-        if not isinstance(seq_len, int) or seq_len < 1:
+        if not isinstance(seq_len, Integral) or seq_len < 1:
             raise CorpusError(f"hmm_language: seq_len must be an integer >= 1, got {seq_len!r}")
         self.topic_prior, self.init, self.trans, self.emit = prior, init, trans, emit
-        self.words, self.vocab_size, self.seq_len = list(words), V, seq_len
+        self.words, self.vocab_size, self.seq_len = list(words), V, int(seq_len)
         self.n_states = K * S
         self._trans_t = trans.transpose(1, 2).contiguous()            # (K, S, S): [k, s', s]
         self._emit_flat = emit.reshape(K * S, V)                       # (KS, V)
@@ -190,10 +192,6 @@ class HMMLanguage(Corpus):
         if name not in _SPLIT_KEYS:
             raise CorpusError(f"hmm_language: unknown split {name!r} (expected 'train', 'validation' or 'test')")
         return self._sample_numpy_stream(_SPLIT_KEYS[name], n)
-
-    def available(self, name: str) -> None:
-        """Splits are unbounded (sampled on demand): None."""
-        return None
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n exact samples, LongTensor (n, L), by ancestral sampling."""

@@ -13,14 +13,12 @@ document is tokenized as plain text, so EOS ids occur only at document boundarie
 
 text_files
     Documents are the non-blank lines (`one_doc_per="line"`) or the whole contents
-    (`one_doc_per="file"`) of the given .txt files, read in path order. Each document goes to
-    train / validation / test by a hash of (seed, document text): the assignment is
-    deterministic, adding files never moves an existing document, and identical documents
-    always share a split (no exact-duplicate leakage between splits). The tokenizer is a
-    byte-level BPE trained on the train documents only, cached under
-    `cache_dir/tokenizers/<key>.json`; the packed streams are cached under
-    `cache_dir/streams/`. The key covers the files' paths, sizes and mtimes plus every
-    constructor argument that changes the data, so editing a file triggers a rebuild.
+    (`one_doc_per="file"`) of the given .txt files, read in path order. A document goes to
+    train / validation / test by a hash of (seed, document text): deterministic, adding files
+    never moves an existing document, and identical documents share a split (no duplicate
+    leakage). The byte-level BPE is trained on the train documents only and cached as
+    `cache_dir/tokenizers/<key>.json`, the packed streams in `cache_dir/streams/`; the key
+    covers file paths, sizes and mtimes and every argument that changes the data.
 
 hub_text
     A dataset from the Hugging Face hub, tokenized with the GPT-2 tokenizer (EOS id 50256).
@@ -86,19 +84,22 @@ def _pack(token_lists: Iterable[Sequence[int]], eos_id: int) -> torch.Tensor:
     for ids in token_lists:
         buf.extend(ids)
         buf.append(eos_id)
-    return _as_tensor(buf)
+    return torch.frombuffer(buf, dtype=torch.int32).clone() if buf else torch.zeros(0, dtype=torch.int32)
 
 
-def _as_tensor(buf: array.array) -> torch.Tensor:
-    if not buf:
-        return torch.zeros(0, dtype=torch.int32)
-    return torch.frombuffer(buf, dtype=torch.int32).clone()
+def _int_arg(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CorpusError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
-def _check_seq_len(seq_len) -> int:
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-        raise CorpusError(f"seq_len must be a positive integer, got {seq_len!r}")
-    return seq_len
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise CorpusError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+
+
+def _id_list(ids) -> list[int]:
+    return ids.tolist() if isinstance(ids, torch.Tensor) else [int(i) for i in ids]
 
 
 class _PackedText(Corpus):
@@ -107,22 +108,21 @@ class _PackedText(Corpus):
     eos_id: int
     data_hash: str
     _streams: dict[str, torch.Tensor]
+    _fields: dict  # constructor arguments that identify the data, for describe()
 
     def n_chunks(self, split: str) -> int:
         """Number of whole seq_len chunks in `split`."""
-        if split not in SPLITS:
-            raise CorpusError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+        _check_split(split)
         return int(self._streams[split].numel()) // self.seq_len
 
+    def available(self, split: str) -> int:
+        return self.n_chunks(split)
+
     def split(self, name: str, n: int) -> torch.Tensor:
-        m = self.n_chunks(name)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise CorpusError(f"number of sequences must be a non-negative integer, got {n!r}")
+        m, n = self.n_chunks(name), _int_arg("number of sequences n", n, minimum=0)
         if n > m:
-            raise CorpusError(
-                f"sequence length L={self.seq_len} cannot fill n={n} sequences: "
-                f"split {name!r} has only {m} chunks"
-            )
+            raise CorpusError(f"sequence length L={self.seq_len} cannot fill n={n} sequences: "
+                              f"split {name!r} has only {m} chunks")
         return self._streams[name][: n * self.seq_len].view(n, self.seq_len).long()
 
     def _load_streams(self, path: Path, build: Callable[[], dict[str, torch.Tensor]]) -> None:
@@ -144,16 +144,11 @@ class _PackedText(Corpus):
         _atomic_write(path, lambda tmp: torch.save(payload, tmp))
         self._streams, self.data_hash = streams, payload["data_hash"]
 
-    def _extra(self) -> dict:
-        return {}
-
     def describe(self) -> dict:
-        return {**super().describe(), "eos_id": self.eos_id, "data_hash": self.data_hash, **self._extra()}
+        return {**super().describe(), "eos_id": self.eos_id, "data_hash": self.data_hash, **self._fields}
 
 
-# ----------------------------------------------------------------------------- text_files
-
-
+# --------------------------------------------------------------------------- text_files
 def _resolve_paths(paths) -> list[Path]:
     """Files, directories (all .txt below) and globs -> ordered, de-duplicated files."""
     if isinstance(paths, (str, os.PathLike)):
@@ -166,27 +161,20 @@ def _resolve_paths(paths) -> list[Path]:
             return sorted(f for f in p.rglob("*.txt") if f.is_file())
         return [p] if p.is_file() else []
 
-    out: list[Path] = []
-    seen: set[Path] = set()
+    out: dict[Path, None] = {}  # ordered set
     for raw in paths:
         text = os.path.expanduser(str(raw))
         if any(c in text for c in "*?["):
+            why = "matches no files"
             files = [f for m in sorted(glob.glob(text, recursive=True)) for f in expand(Path(m))]
-            if not files:
-                raise CorpusError(f"text_files path {text!r} matches no files")
+        elif not os.path.exists(text):
+            raise CorpusError(f"text_files path {text!r} does not exist")
         else:
-            p = Path(text)
-            if not p.exists():
-                files = []; continue
-            files = expand(p)
-            if not files:
-                raise CorpusError(f"text_files path {text!r} contains no .txt files")
-        for f in files:
-            key = f.resolve()
-            if key not in seen:
-                seen.add(key)
-                out.append(key)
-    return out
+            files, why = expand(Path(text)), "contains no .txt files"
+        if not files:
+            raise CorpusError(f"text_files path {text!r} {why}")
+        out.update(dict.fromkeys(f.resolve() for f in files))
+    return list(out)
 
 
 def _train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -196,12 +184,8 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
 
@@ -210,31 +194,21 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int):
 class TextFiles(_PackedText):
     """Local .txt files, byte-level BPE trained offline, packed as in the module docstring."""
 
-    def __init__(
-        self,
-        *,
-        paths: list[str],
-        seq_len: int,
-        vocab_size: int = 1024,
-        one_doc_per: str = "line",
-        cache_dir: str | Path,
-        valid_fraction: float = 0.05,
-        test_fraction: float = 0.05,
-        seed: int = 0,
-    ):
-        self.seq_len = _check_seq_len(seq_len)
+    def __init__(self, *, paths: list[str], seq_len: int, vocab_size: int = 1024, one_doc_per: str = "line",
+                 cache_dir: str | Path, valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0):
+        self.seq_len = _int_arg("seq_len", seq_len)
+        self.requested_vocab_size = _int_arg("vocab_size", vocab_size, _MIN_BPE_VOCAB)
         if one_doc_per not in ("line", "file"):
             raise CorpusError(f"one_doc_per must be 'line' or 'file', got {one_doc_per!r}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < _MIN_BPE_VOCAB:
-            raise CorpusError(f"vocab_size must be an integer >= {_MIN_BPE_VOCAB} (bytes + EOS), got {vocab_size!r}")
         fractions = (valid_fraction, test_fraction)
         if any(not 0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
-            raise CorpusError(f"valid_fraction={valid_fraction} and test_fraction={test_fraction} must be >= 0 and sum below 1")
+            raise CorpusError(f"valid_fraction={valid_fraction} and test_fraction={test_fraction} "
+                              f"must be >= 0 and sum below 1")
         self.files = _resolve_paths(paths)
         self.one_doc_per, self.seed = one_doc_per, int(seed)
         self.valid_fraction, self.test_fraction = float(valid_fraction), float(test_fraction)
-        self.requested_vocab_size = vocab_size
-
+        self._fields = {"one_doc_per": one_doc_per, "seed": self.seed, "valid_fraction": self.valid_fraction,
+                        "test_fraction": self.test_fraction, "requested_vocab_size": vocab_size}
         stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
         key = _digest("text_files", _FORMAT, stats, vocab_size, one_doc_per, self.seed,
                       self.valid_fraction, self.test_fraction)
@@ -247,22 +221,15 @@ class TextFiles(_PackedText):
         self.vocab_size = self._tok.get_vocab_size()
         self._load_streams(self.stream_path, self._build_streams)
 
-    # documents ---------------------------------------------------------------
     def _iter_all(self) -> Iterator[str]:
         for f in self.files:
             try:
-                with open(f, encoding="utf-8") as fh:
-                    if self.one_doc_per == "file":
-                        text = fh.read()
-                        if text.strip():
-                            yield text
-                    else:
-                        for line in fh:
-                            line = line.rstrip("\n")
-                            if line.strip():
-                                yield line
+                with open(f, encoding="utf-8") as fh:  # blank lines / blank files are no documents
+                    docs = [fh.read()] if self.one_doc_per == "file" else (line.rstrip("\n") for line in fh)
+                    yield from (d for d in docs if d.strip())
             except UnicodeDecodeError as err:
-                raise CorpusError(f"text_files file {str(f)!r} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+                raise CorpusError(f"text_files file {str(f)!r} is not valid UTF-8 "
+                                  f"({err.reason} at byte {err.start})") from None
 
     def split_of(self, text: str) -> str:
         """Split a document belongs to: a hash of (seed, text), so the choice is stable."""
@@ -272,13 +239,14 @@ class TextFiles(_PackedText):
             return "test"
         return "validation" if u < self.test_fraction + self.valid_fraction else "train"
 
+    def _docs(self, split: str) -> Iterator[str]:
+        return (d for d in self._iter_all() if self.split_of(d) == split)
+
     def documents(self, split: str) -> list[str]:
         """The documents of `split`, in packing order (re-read from the files)."""
-        if split not in SPLITS:
-            raise CorpusError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-        return [d for d in self._iter_all() if self.split_of(d) == split]
+        _check_split(split)
+        return list(self._docs(split))
 
-    # tokenizer ---------------------------------------------------------------
     def _load_or_train_tokenizer(self):
         from tokenizers import Tokenizer
 
@@ -287,7 +255,7 @@ class TextFiles(_PackedText):
                 return Tokenizer.from_file(str(self.tokenizer_path))
             except Exception:  # corrupt cache file: retrain below
                 pass
-        train_docs = (d for d in self._iter_all() if self.split_of(d) == "train")
+        train_docs = self._docs("train")
         first = next(train_docs, None)
         if first is None:
             raise CorpusError(f"text_files {[str(f) for f in self.files][:3]} yield no train documents")
@@ -300,36 +268,18 @@ class TextFiles(_PackedText):
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids) -> str:
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return self._tok.decode(ids, skip_special_tokens=False)
+        return self._tok.decode(_id_list(ids), skip_special_tokens=False)
 
     def _build_streams(self) -> dict[str, torch.Tensor]:
-        bufs = {s: array.array("i") for s in SPLITS}
-        pending: dict[str, list[str]] = {s: [] for s in SPLITS}
+        """One pass over the files per split (reading is cheap next to encoding)."""
+        def encoded(split: str) -> Iterator[list[int]]:
+            for batch in _batched(self._docs(split), _BATCH):
+                yield from (e.ids for e in self._tok.encode_batch(batch, add_special_tokens=False))
 
-        def flush(s: str) -> None:
-            for enc in self._tok.encode_batch(pending[s], add_special_tokens=False):
-                bufs[s].extend(enc.ids)
-                bufs[s].append(self.eos_id)
-            pending[s].clear()
-
-        for doc in self._iter_all():
-            s = self.split_of(doc)
-            pending[s].append(doc)
-            if len(pending[s]) >= _BATCH:
-                flush(s)
-        for s in SPLITS:
-            flush(s)
-        return {s: _as_tensor(bufs[s]) for s in SPLITS}
-
-    def _extra(self) -> dict:
-        return {"one_doc_per": self.one_doc_per, "seed": self.seed, "valid_fraction": self.valid_fraction,
-                "test_fraction": self.test_fraction, "requested_vocab_size": self.requested_vocab_size}
+        return {s: _pack(encoded(s), self.eos_id) for s in SPLITS}
 
 
-# ----------------------------------------------------------------------------- hub_text
-
-
+# --------------------------------------------------------------------------- hub_text
 def _offline_flag() -> str | None:
     """The first HF offline environment variable that is switched on, if any."""
     for var in _OFFLINE_VARS:
@@ -377,21 +327,14 @@ class HubText(_PackedText):
     (openwebtext) only download what is used. Without it the whole dataset is loaded.
     """
 
-    def __init__(
-        self,
-        *,
-        dataset: str,
-        seq_len: int,
-        cache_dir: str | Path,
-        subset: str | None = None,
-        text_field: str = "text",
-        max_documents: int | None = None,
-    ):
-        self.seq_len = _check_seq_len(seq_len)
-        if max_documents is not None and (isinstance(max_documents, bool) or not isinstance(max_documents, int)
-                                          or max_documents < 1):
-            raise CorpusError(f"max_documents must be None or a positive integer, got {max_documents!r}")
+    def __init__(self, *, dataset: str, seq_len: int, cache_dir: str | Path, subset: str | None = None,
+                 text_field: str = "text", max_documents: int | None = None):
+        self.seq_len = _int_arg("seq_len", seq_len)
+        if max_documents is not None:
+            _int_arg("max_documents", max_documents)
         self.dataset, self.subset, self.text_field, self.max_documents = dataset, subset, text_field, max_documents
+        self._fields = {"dataset": dataset, "subset": subset, "text_field": text_field,
+                        "max_documents": max_documents, "tokenizer": _HUB_TOKENIZER}
         flag = _offline_flag()
         try:
             with _hub_offline(flag is not None):
@@ -431,9 +374,8 @@ class HubText(_PackedText):
 
     def _sources(self, dd) -> dict[str, Iterable[dict]]:
         """Rows per split: own validation/test when present, else a deterministic tail of train."""
-        names = list(dd.keys())
         if "train" not in dd:
-            raise CorpusError(f"hub dataset {self.dataset!r} has no 'train' split (splits: {', '.join(names)})")
+            raise CorpusError(f"hub dataset {self.dataset!r} has no 'train' split (splits: {', '.join(dd)})")
         own = {"validation": next((k for k in ("validation", "valid", "dev") if k in dd), None),
                "test": "test" if "test" in dd else None}
         missing = [s for s in ("validation", "test") if own[s] is None]
@@ -474,9 +416,4 @@ class HubText(_PackedText):
             raise self._failure(flag, err, "the dataset is not in the local cache") from err
 
     def decode(self, ids) -> str:
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return self._tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def _extra(self) -> dict:
-        return {"dataset": self.dataset, "subset": self.subset, "text_field": self.text_field,
-                "max_documents": self.max_documents, "tokenizer": _HUB_TOKENIZER}
+        return self._tok.decode(_id_list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)

@@ -23,21 +23,25 @@ def test_forward_process_masks_expected_fraction(tiny_language, schedule, t):
 
 
 def test_elbo_of_exact_denoiser_equals_true_nll(tiny_language):
-    """With the exact posterior the continuous-time ELBO is tight: E[loss] = -log p(x) / L."""
-    fam = family(tiny_language)
+    """With the exact posterior the continuous-time ELBO is tight: E[loss] = -log p(x) / L.
+
+    (Each random reveal order is a chain-rule factorisation of p(x).) The weight 1/(1 - t)
+    makes the estimator heavy-tailed near t = 1, so the test clamps t a little earlier."""
+    fam = family(tiny_language, eps=0.02)
     oracle = fam.oracle_model(tiny_language.posterior)
-    x1 = tiny_language.split("validation", 64).repeat(40, 1)
+    x1 = tiny_language.split("validation", 64).repeat(100, 1)
     gen = torch.Generator().manual_seed(1)
-    loss = torch.stack([fam.loss(oracle, x1, generator=gen) for _ in range(5)]).mean().item()
+    loss = torch.stack([fam.loss(oracle, x1, generator=gen) for _ in range(6)]).mean().item()
     true = (-tiny_language.log_prob(x1) / tiny_language.seq_len).mean().item()
     assert loss == pytest.approx(true, rel=0.03)
 
 
-def sample_nll(lang, fam, nfe, sampler="ancestral", n=3000):
+def sample_nll(lang, fam, nfe, sampler="ancestral", n=2000):
     model = CallCounter(fam.oracle_model(lang.posterior))
     x = fam.sample(model, n=n, sampler=sampler, params=AncestralParams(nfe=nfe),
                    generator=torch.Generator().manual_seed(0))
-    return x, (-lang.log_prob(x) / lang.seq_len).mean().item(), model.calls
+    nll = -lang.log_prob(x) / lang.seq_len
+    return x, nll.mean().item(), nll.std().item() / math.sqrt(n), model.calls
 
 
 def unigram_tv(lang, x):
@@ -46,26 +50,27 @@ def unigram_tv(lang, x):
     return 0.5 * (emp - uni).abs().sum().item()
 
 
-def test_oracle_sampler_reproduces_the_language(tiny_language):
-    fam = family(tiny_language)
-    h, _ = tiny_language.entropy_rate()
-    x, nll, calls = sample_nll(tiny_language, fam, nfe=64)
-    assert calls == 64
-    assert nll == pytest.approx(h, abs=0.05)
-    ref = tiny_language.split("test", len(x))
-    assert unigram_tv(tiny_language, x) < 1.5 * unigram_tv(tiny_language, ref) + 0.01
+def test_oracle_sampler_reproduces_the_language(micro_language):
+    lang = micro_language
+    fam = family(lang)
+    h, _ = lang.entropy_rate()
+    x, nll, se, calls = sample_nll(lang, fam, nfe=256)
+    assert calls == 256
+    assert nll == pytest.approx(h, abs=4 * se + 0.01)
+    ref = lang.split("test", len(x))
+    assert unigram_tv(lang, x) < 1.5 * unigram_tv(lang, ref) + 0.01
     # one step reveals every token independently from its marginal: clearly off the language
-    _, nll_one, _ = sample_nll(tiny_language, fam, nfe=1)
-    assert nll_one > h + 0.2
+    _, nll_one, se_one, _ = sample_nll(lang, fam, nfe=1)
+    assert nll_one > h + 4 * se_one + 0.1
 
 
-def test_cached_sampler_saves_calls_and_keeps_the_distribution(tiny_language):
-    fam = family(tiny_language)
-    x, nll, calls = sample_nll(tiny_language, fam, nfe=256, sampler="ancestral_cached", n=16)
-    assert calls < 256
-    x, nll, calls = sample_nll(tiny_language, fam, nfe=64, sampler="ancestral_cached")
-    _, nll_plain, _ = sample_nll(tiny_language, fam, nfe=64)
-    assert nll == pytest.approx(nll_plain, abs=0.05)
+def test_cached_sampler_saves_calls_and_keeps_the_distribution(micro_language):
+    fam = family(micro_language)
+    *_, calls = sample_nll(micro_language, fam, nfe=256, sampler="ancestral_cached", n=16)
+    assert calls < 128
+    _, nll, se, calls = sample_nll(micro_language, fam, nfe=256, sampler="ancestral_cached")
+    _, nll_plain, se_plain, _ = sample_nll(micro_language, fam, nfe=256)
+    assert nll == pytest.approx(nll_plain, abs=4 * math.hypot(se, se_plain))
 
 
 def test_evidence_is_mask_or_observed(tiny_language):

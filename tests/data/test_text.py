@@ -55,7 +55,9 @@ def _interior_docs(c, split) -> list[str]:
 
 
 def test_registered():
-    assert CORPORA.get("text_files") is TextFiles and CORPORA.get("hub_text") is HubText
+    # checked without load_builtins(), so the other built-in modules do not matter here
+    assert CORPORA._entries["text_files"] is TextFiles and CORPORA._entries["hub_text"] is HubText
+    assert (TextFiles.name, HubText.name) == ("text_files", "hub_text")
 
 
 def test_split_shapes_dtype_and_range(corpus_dir, tmp_path):
@@ -187,6 +189,9 @@ def test_unfillable_n_raises(corpus_dir, tmp_path):
 
 
 def test_hub_text_offline_fails_fast(tmp_path, monkeypatch):
+    import datasets  # noqa: F401  imported first: the flag must work even when set after the import
+    import transformers  # noqa: F401
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     t0 = time.monotonic()
@@ -253,3 +258,18 @@ def test_hub_text_streaming_own_splits(fake_hub, tmp_path):
         assert got == _packed(base, docs)[: len(got)] and len(got) > 0
     with pytest.raises(CorpusError, match="no field 'story'"):
         HubText(dataset="local/fake", seq_len=L, cache_dir=tmp_path / "hub2", text_field="story", max_documents=60)
+
+
+def test_hub_text_offline_dataset_fails_fast(fake_hub, tmp_path, monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    # libraries imported while the flag was off read it once; HubText must still honour it when set later
+    for mod, attr in [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
+                      (huggingface_hub.constants, "HF_HUB_OFFLINE")]:
+        monkeypatch.setattr(mod, attr, False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tokenizer is local (fake_hub); the dataset is not
+    t0 = time.monotonic()
+    with pytest.raises(CorpusError, match="'roneneldan/TinyStories' is not reachable offline.*dataset"):
+        HubText(dataset="roneneldan/TinyStories", seq_len=L, cache_dir=tmp_path / "hub", max_documents=50)
+    assert time.monotonic() - t0 < 10
