@@ -1,0 +1,320 @@
+"""Categorical flow map: a two-time mean denoiser on the simplex, trained by self-distillation.
+
+Seeds: /work/shared/seeds/002_*.txt (variational flow matching, categorical flow maps) and
+003_*.txt (flow maps, mean denoiser, semigroup condition). Time: t = 0 noise, t = 1 data.
+
+Path. Each token is a one-hot e_v in R^V; noise is Gaussian in that space, per position:
+
+    I_t = (1 - t) x_0 + t x_1,    x_0 ~ N(0, I_V),  x_1 = e_{x_1}.
+
+Denoiser D_t(x) = E[x_1 | I_t = x] (per position, on the simplex) and velocity
+b_t(x) = (D_t(x) - x) / (1 - t). The network reads (x_s, s, t) and returns logits whose softmax is
+the mean denoiser delta_{s,t}(x) (003, "Flow maps for language"), with delta_{t,t} = D_t; the flow
+map is
+
+    X_{s,t}(x) = ((1 - t)/(1 - s)) x + ((t - s)/(1 - s)) delta_{s,t}(x),
+
+so X_{s,s} = x, X_{s,1} = delta_{s,1} and a simplex point stays on the simplex. By default the
+backbone reads softmax(kappa_s x_s) rather than x_s (`precondition`, SoftmaxInput).
+
+Loss = anchor + `distill_weight` * distillation, everything per token (mean over batch and L):
+
+  anchor  cross-entropy of delta_{t,t}(I_t) against x_1 (003 L_anchor; 002 VFM), t stratified
+          uniform over the batch (t = (u + b/B) mod 1).
+  psd     semigroup (003 L_PSD): X_{s,t} = X_{u,t} o X_{s,u} holds iff
+
+              delta_{s,t}(x) = gamma delta_{s,u}(x) + (1 - gamma) delta_{u,t}(X_{s,u}(x)),
+              gamma = (1 - t)(u - s) / ((1 - u)(t - s)),
+
+          so delta_{s,t}(I_s) is fitted by cross-entropy to that stop-gradient target. The loss is
+          reported as KL(target || delta_{s,t}) (same gradient; zero at the exact flow map).
+          Times: (s, t) = sorted pair of uniforms, t set to 1 with probability `end_prob` (the
+          map every sampler ends with), u = s + w (t - s), w ~ U[0, 1); 1 - u is clamped at
+          1e-12 (u < t <= 1 except for rounding) and gamma = 0 when t = s.
+  lsd     Lagrangian (002 L_distill): w(t) || d/dt X_{s,t}(I_s) - sg[b_t(X_{s,t}(I_s))] ||^2
+          summed over the V coordinates, b_t(x) = (delta_{t,t}(x) - x)/(1 - t); d/dt by
+          forward-mode AD (torch.func.jvp, attention on the math backend which supports it).
+          Times: sorted pair of uniforms scaled into [0, 1 - eps] (b_t diverges at t = 1).
+          Weight (`lsd_weight`): 'velocity' w = 1 is the seed's loss; its 1/(1 - t)^2 scale
+          swamps the anchor and training collapses to an input-blind delta (a constant delta is
+          an exact flow map, of a constant denoiser). 'denoiser' w = (1 - t)^2 measures the
+          residual in simplex units, (1 - t) d/dt X - sg[delta_{t,t}(X) - X]; any positive
+          weight keeps the same minimiser.
+  none    anchor only (a plain VFM flow; the flow_map sampler is then not distilled).
+
+Samplers:
+  flow_map  k = nfe jumps on t_j = 1 - (1 - j/k)^grid_power (uniform for grid_power = 1),
+            x <- X_{t_j, t_{j+1}}(x) from x_0 ~ N(0, I); the last jump lands on delta_{t_{k-1},1},
+            decoded by argmax or a float64 categorical draw (`decode`).
+  euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
+            nfe velocity calls (flowbench.families.ode); read-out: argmax of the final state.
+            heun and rk4 evaluate b at t_end, so they need t_end < 1.
+
+Oracle. evidence(x, t)[v] = log N(x; t e_v, (1 - t)^2 I) = t x_v / (1 - t)^2 + const(x, t), and
+D_t = exp(corpus.posterior(evidence)). For s < t the oracle integrates the diagonal flow from s
+to t inside one call (one counted NFE), n = ceil((t - s) * steps_per_unit) exponential midpoint
+steps in float64. With J_{r,h}(X, d) = ((1 - r - h)/(1 - r)) X + (h/(1 - r)) d, the exact
+solution over [r, r + h] when the denoiser is frozen at d, a step is
+
+    X_mid = J_{r,h/2}(X, D_r(X)),    X <- J_{r,h}(X, D_{r+h/2}(X_mid)),
+
+a convex combination, so delta stays on the simplex. The oracle returns
+log delta_{s,t} = log(((1 - s) X_{s,t}(x) - (1 - t) x)/(t - s)), clamped at the smallest float64
+(for s = t: log D_s(x)). Composition is exact on nested grids, so the oracle obeys the semigroup
+identity to rounding when (u - s) and (t - u) are multiples of 1/steps_per_unit.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from flowbench.config import BackboneConfig
+from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, time_grid
+from flowbench.families.ode import Solver, solve, steps_for
+from flowbench.registry import FAMILIES
+
+_TINY = torch.finfo(torch.float64).tiny
+
+
+class FlowMapParams(Params):
+    """distill: psd (semigroup, default: cross-entropy native, no jvp) | lsd | none.
+    distill_weight: weight of the distillation term next to the anchor (1: equal footing).
+    end_prob: psd probability of t = 1, the jump every sampler ends with.
+    lsd_weight: denoiser ((1 - t)^2 times the seed's residual: O(1) like the anchor, default) or
+        velocity (the seed's unweighted residual, up to 1/eps^2 near t = 1).
+    eps: lsd times t <= 1 - eps, where 1/(1 - t) stays below 1/eps.
+    precondition: softmax (the backbone reads softmax(kappa_s x_s), see SoftmaxInput) or none
+        (the raw x_s: a linear map of a Gaussian vector in R^V drowns the token in noise)."""
+
+    distill: Literal["psd", "lsd", "none"] = "psd"
+    distill_weight: float = Field(1.0, ge=0.0)
+    end_prob: float = Field(0.25, ge=0.0, le=1.0)
+    lsd_weight: Literal["denoiser", "velocity"] = "denoiser"
+    eps: float = Field(0.02, gt=0.0, lt=1.0)
+    precondition: Literal["softmax", "none"] = "softmax"
+
+
+class FlowMapSamplerParams(SamplerParams):
+    """decode: argmax or sample of the last mean denoiser. grid_power: t_j = 1 - (1 - j/k)^p
+    (p > 1 packs the jumps towards the data end)."""
+
+    decode: Literal["argmax", "sample"] = "argmax"
+    grid_power: float = Field(1.0, gt=0.0)
+
+
+class EulerSamplerParams(SamplerParams):
+    """solver: fixed-grid ODE solver (nfe a multiple of its stages). t_end: last grid time."""
+
+    solver: Solver = "euler"
+    t_end: float = Field(1.0, gt=0.0, le=1.0)
+
+
+def _batch_times(t, n: int, device) -> torch.Tensor:
+    """A float, 0-dim or (n,) time -> float64 (n,)."""
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    return t.expand(n) if t.dim() == 0 else t.to(torch.float64)
+
+
+def jump(x: torch.Tensor, *, delta: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """X_{s,t}(x) = ((1 - t)/(1 - s)) x + ((t - s)/(1 - s)) delta; x, delta (B, L, V), s, t (B,).
+
+    Coefficients in float64, cast to x's dtype."""
+    s, t = s.double()[:, None, None], t.double()[:, None, None]   # (B, 1, 1)
+    a = ((1 - t) / (1 - s).clamp_min(1e-12)).to(x.dtype)
+    return a * x + (1 - a) * delta.to(x.dtype)
+
+
+class SoftmaxInput(nn.Module):
+    """The network: the backbone applied to softmax(kappa_s x_s), kappa_s = 1 + s/(1 - s)^2.
+
+    s/(1 - s)^2 x is the evidence of x_s about each token, so for s > 0 the input is (a sharpened)
+    posterior of x_s under a uniform token prior: near-one-hot once the token is decided. The
+    exact delta_{s,t} ignores per-position shifts of x and kappa_s >= 1 is invertible up to such
+    a shift, so nothing the flow map needs is lost. x (B, L, V), s and t (B,) -> logits (B, L, V)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                s: torch.Tensor | None = None) -> torch.Tensor:
+        s64 = _batch_times(t if s is None else s, x.shape[0], x.device)[:, None, None]  # (B, 1, 1)
+        kappa = 1 + s64 / (1 - s64).clamp_min(1e-6) ** 2
+        return self.backbone((kappa * x.double()).softmax(-1).float(), t=t, s=s)
+
+
+@FAMILIES.register("flow_map")
+class FlowMap(Family):
+    Params = FlowMapParams
+    samplers = {"flow_map": FlowMapSamplerParams, "euler": EulerSamplerParams}
+
+    def backbone_spec(self) -> BackboneSpec:
+        return BackboneSpec(cond="st", input="simplex")
+
+    def build_model(self, config: BackboneConfig) -> nn.Module:
+        backbone = super().build_model(config)
+        return SoftmaxInput(backbone) if self.params.precondition == "softmax" else backbone
+
+    # --- path ------------------------------------------------------------------------------
+    def interpolate(self, x1: torch.Tensor, *, t: torch.Tensor, generator=None) -> torch.Tensor:
+        """I_t = (1 - t) x_0 + t e_{x_1}, x_0 ~ N(0, I): x1 (B, L) ids, t (B,) -> (B, L, V) float32."""
+        x0 = torch.randn((*x1.shape, self.vocab_size), generator=generator, device=x1.device)
+        t = t.float()[:, None, None]
+        return (1 - t) * x0 + t * F.one_hot(x1, self.vocab_size).float()
+
+    @staticmethod
+    def delta(model, x: torch.Tensor, *, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Mean denoiser delta_{s,t}(x) = softmax of the network's logits: (B, L, V), >= float32."""
+        logits = model(x, s=s, t=t)
+        return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)
+
+    # --- training --------------------------------------------------------------------------
+    def loss(self, model, x1, *, generator=None):
+        B, dev = x1.shape[0], x1.device
+        u = torch.rand((), generator=generator, device=dev, dtype=torch.float64)
+        t = (u + torch.arange(B, device=dev, dtype=torch.float64) / B) % 1.0
+        logits = model(self.interpolate(x1, t=t, generator=generator), s=t, t=t)   # (B, L, V)
+        anchor = F.cross_entropy(logits.float().transpose(1, 2), x1)
+        p = self.params
+        if p.distill == "none" or p.distill_weight == 0:
+            return anchor
+        distill = (self.psd_loss if p.distill == "psd" else self.lsd_loss)(model, x1, generator=generator)
+        return anchor + p.distill_weight * distill
+
+    def psd_loss(self, model, x1, *, generator=None) -> torch.Tensor:
+        """Semigroup self-distillation, KL(sg[psd_target] || delta_{s,t}(I_s)) per token."""
+        B, dev = x1.shape[0], x1.device
+        r = torch.rand(4, B, generator=generator, device=dev, dtype=torch.float64)
+        s, t = torch.minimum(r[0], r[1]), torch.maximum(r[0], r[1])                # (B,)
+        t = torch.where(r[2] < self.params.end_prob, torch.ones_like(t), t)
+        u = s + r[3] * (t - s)
+        x_s = self.interpolate(x1, t=s, generator=generator)                         # (B, L, V)
+        with torch.no_grad():
+            target = self.psd_target(model, x_s, s=s, u=u, t=t)                    # (B, L, V)
+        log_pred = model(x_s, s=s, t=t).float().log_softmax(-1)
+        return (torch.xlogy(target, target) - target * log_pred).sum(-1).mean()
+
+    def psd_target(self, model, x_s: torch.Tensor, *, s, u, t) -> torch.Tensor:
+        """gamma delta_{s,u}(x_s) + (1 - gamma) delta_{u,t}(X_{s,u}(x_s)): (B, L, V); s <= u <= t (B,).
+
+        gamma = (1 - t)(u - s)/((1 - u)(t - s)) in float64 (0 when t = s), 1 - u clamped at 1e-12."""
+        gamma = (1 - t) * (u - s) / ((1 - u).clamp_min(1e-12) * (t - s).clamp_min(_TINY))
+        gamma = gamma.to(x_s.dtype)[:, None, None]                                 # (B, 1, 1)
+        d_su = self.delta(model, x_s, s=s, t=u).to(x_s.dtype)
+        d_ut = self.delta(model, jump(x_s, delta=d_su, s=s, t=u), s=u, t=t).to(x_s.dtype)
+        return gamma * d_su + (1 - gamma) * d_ut
+
+    def lsd_loss(self, model, x1, *, generator=None) -> torch.Tensor:
+        """Lagrangian self-distillation, w(t) || d/dt X_st(I_s) - sg[b_t(X_st(I_s))] ||^2 per token,
+        w = (1 - t)^2 ('denoiser') or 1 ('velocity')."""
+        B, dev = x1.shape[0], x1.device
+        r = torch.rand(2, B, generator=generator, device=dev, dtype=torch.float64) * (1 - self.params.eps)
+        s, t = r.min(0).values, r.max(0).values                                    # (B,)
+        x_s = self.interpolate(x1, t=s, generator=generator)                       # (B, L, V)
+
+        def flow_map(t_: torch.Tensor) -> torch.Tensor:
+            return jump(x_s, delta=self.delta(model, x_s, s=s, t=t_), s=s, t=t_)
+
+        with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernels lack forward-mode AD
+            X, dX = torch.func.jvp(flow_map, (t,), (torch.ones_like(t),))          # (B, L, V) each
+        with torch.no_grad():
+            X = X.detach()
+            d_t = self.delta(model, X, s=t, t=t).to(X.dtype)                       # delta_{t,t}(X)
+        one_minus_t = (1 - t).to(X.dtype)[:, None, None]                           # (B, 1, 1)
+        if self.params.lsd_weight == "denoiser":   # (1 - t) d/dt X - sg[delta_tt(X) - X]
+            residual = one_minus_t * dX - (d_t - X)
+        else:                                       # d/dt X - sg[(delta_tt(X) - X)/(1 - t)]
+            residual = dX - (d_t - X) / one_minus_t
+        return residual.pow(2).sum(-1).mean()
+
+    # --- sampling --------------------------------------------------------------------------
+    def check_sampler(self, sampler, params):
+        if sampler == "euler":
+            steps_for(params.nfe, params.solver)
+            if params.solver in ("heun", "rk4") and params.t_end >= 1:
+                raise ValueError(f"solver {params.solver!r} evaluates 1/(1 - t) at t_end = 1: set t_end < 1")
+        elif sampler not in self.samplers:
+            raise ValueError(f"flow_map has no sampler {sampler!r} (samplers: {', '.join(self.samplers)})")
+
+    @staticmethod
+    def grid(nfe: int, *, power: float = 1.0) -> torch.Tensor:
+        """t_j = 1 - (1 - j/nfe)^power, j = 0..nfe: float64 (nfe + 1,) from 0 to exactly 1."""
+        return 1 - (1 - time_grid(nfe)) ** power
+
+    @torch.no_grad()
+    def sample(self, model, *, n, sampler, params, generator):
+        self.check_sampler(sampler, params)
+        dev = generator.device
+        x = torch.randn(n, self.seq_len, self.vocab_size, generator=generator, device=dev,
+                        dtype=torch.float64)                                      # x_0 (n, L, V)
+        if sampler == "euler":
+            return self._sample_euler(model, x, params)
+        times = self.grid(params.nfe, power=params.grid_power).to(dev)
+        for j in range(params.nfe):
+            s, t = times[j].expand(n), times[j + 1].expand(n)
+            logits = model(x, s=s, t=t).double()                                   # (n, L, V)
+            x = jump(x, delta=logits.softmax(-1), s=s, t=t)
+        if params.decode == "sample":
+            return sample_categorical(logits, generator=generator)
+        return logits.argmax(-1)
+
+    def _sample_euler(self, model, x0: torch.Tensor, params: EulerSamplerParams) -> torch.Tensor:
+        n = x0.shape[0]
+
+        def velocity(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            rr = r.to(torch.float64).expand(n)
+            d = model(x, s=rr, t=rr).double().softmax(-1)
+            return (d - x) / (1 - r.to(torch.float64))
+
+        grid = time_grid(steps_for(params.nfe, params.solver), t_end=params.t_end).to(x0.device)
+        return solve(velocity, x0, grid, solver=params.solver).argmax(-1)
+
+    # --- oracle ----------------------------------------------------------------------------
+    def evidence(self, x_t, t):
+        """log N(x_t; t e_v, (1 - t)^2 I) in v, up to a constant: t x_t[v] / (1 - t)^2, float64.
+
+        x_t (B, L, V), t (B,); 1 - t is clamped at 1e-6 (t = 1: the largest coordinate wins)."""
+        x_t = x_t.double()
+        t = _batch_times(t, x_t.shape[0], x_t.device)[:, None, None]
+        return t * x_t / (1 - t).clamp_min(1e-6) ** 2
+
+    def oracle_model(self, posterior, *, steps_per_unit: int = 32):
+        """model(x, t=, s=) -> log delta_{s,t}(x) of the exact flow (see the module docstring).
+
+        One call integrates the diagonal flow from s to t with ceil(max(t - s) * steps_per_unit)
+        exponential midpoint steps (a common step count for the batch, per-row step sizes h),
+        two posterior evaluations each."""
+
+        def denoiser(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+            return posterior(self.evidence(x, r)).exp()                            # D_r(x) (B, L, V)
+
+        def model(x: torch.Tensor, t=None, s=None) -> torch.Tensor:
+            x = x.double()
+            B = x.shape[0]
+            t = _batch_times(t, B, x.device)
+            s = t if s is None else _batch_times(s, B, x.device)
+            gap = t - s                                                            # (B,)
+            n_steps = math.ceil(float(gap.max()) * steps_per_unit - 1e-9)
+            d_s = denoiser(x, s)
+            if n_steps <= 0:
+                return d_s.clamp_min(_TINY).log()
+            h = gap / n_steps
+            X, d = x, d_s
+            for k in range(n_steps):
+                r = s + k * h
+                if k:
+                    d = denoiser(X, r)
+                mid = jump(X, delta=d, s=r, t=r + h / 2)
+                X = jump(X, delta=denoiser(mid, r + h / 2), s=r, t=r + h)
+            s3, t3, g = s[:, None, None], t[:, None, None], gap[:, None, None]       # (B, 1, 1)
+            delta = ((1 - s3) * X - (1 - t3) * x) / g.clamp_min(_TINY)              # (B, L, V)
+            delta = torch.where(g > 1e-9, delta, d_s)
+            return delta.clamp_min(_TINY).log()
+
+        return model

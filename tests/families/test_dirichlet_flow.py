@@ -1,0 +1,179 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flowbench.families.dirichlet_flow import (DirichletFlow, DirichletFlowParams, ODEParams, TimeWarp,
+                                                log_dirichlet, time_grid)
+from flowbench.runner import CallCounter
+
+
+def family(lang, **params):
+    return DirichletFlow(params=DirichletFlowParams(**params), vocab_size=lang.vocab_size,
+                         seq_len=lang.seq_len)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("alpha", [1 / 256, 1.0, 4.0])
+def test_path_at_t0_is_the_dirichlet_prior(tiny_language, alpha):
+    fam = family(tiny_language, alpha=alpha)
+    V = tiny_language.vocab_size
+    x1 = tiny_language.split("train", 2000)
+    pi0 = fam.prior(x1.shape, generator=gen())
+    x0 = fam.path(pi0, x1, torch.zeros(len(x1)))
+    assert torch.equal(x0, pi0)
+    assert torch.allclose(x0.sum(-1), torch.ones(x1.shape, dtype=torch.float64))
+    assert x0[..., :16].mean().item() == pytest.approx(1 / V, rel=0.1)  # E Pi_0^v = 1/V
+    coords = x0.flatten()
+    var = (1 / V) * (1 - 1 / V) / (V * alpha + 1)  # Dirichlet(alpha 1_V) coordinate variance
+    assert coords.var().item() == pytest.approx(var, rel=0.05)
+
+
+def test_path_at_t1_is_the_data(tiny_language):
+    fam = family(tiny_language, alpha=None)
+    x1 = tiny_language.split("train", 64)
+    x = fam.path(fam.prior(x1.shape, generator=gen()), x1, torch.ones(len(x1)))
+    assert torch.equal(x, F.one_hot(x1, tiny_language.vocab_size).double())
+
+
+def test_velocity_target_is_the_path_derivative(tiny_language):
+    fam = family(tiny_language, alpha=4.0)
+    x1 = tiny_language.split("train", 32)
+    pi0 = fam.prior(x1.shape, generator=gen())
+    t = torch.rand(len(x1), generator=gen(1), dtype=torch.float64) * 0.98 + 0.01
+    d = 1e-6
+    fd = (fam.path(pi0, x1, t + d) - fam.path(pi0, x1, t - d)) / (2 * d)
+    assert torch.allclose(fam.velocity_target(pi0, x1), fd, atol=1e-8)
+
+
+@pytest.mark.parametrize("head", ["velocity", "denoiser"])
+def test_loss_vanishes_at_the_conditional_target_only(tiny_language, head):
+    """A stub that knows x_1 returns the exact conditional target (z - Pi_t)/(1 - t) = z - Pi_0
+    from its own input: the loss is ~0; the sign-flipped target is not."""
+    fam = family(tiny_language, alpha=4.0, head=head)
+    x1 = tiny_language.split("train", 64)
+    z = F.one_hot(x1, tiny_language.vocab_size).double()
+
+    def stub(sign):
+        def model(x, t=None, s=None):
+            tt = fam.warp.to_t(t.double())[:, None, None].clamp(max=0.999)
+            if head == "denoiser":
+                return sign * 50.0 * z
+            return sign * (z - x.double()) / (1 - tt)
+        return model
+
+    assert fam.loss(stub(1.0), x1, generator=gen()).item() < 1e-3
+    assert fam.loss(stub(-1.0), x1, generator=gen()).item() > 1.0
+
+
+def test_log_space_prior_never_underflows():
+    V = 50_000
+    log_pi = log_dirichlet((64, V), alpha=1 / V, generator=gen())
+    pi = log_pi.exp()
+    assert torch.isfinite(log_pi.amax(-1)).all()
+    assert (pi.amax(-1) >= 1 / V).all()                   # no all-zero row
+    assert torch.allclose(pi.sum(-1), torch.ones(64, dtype=torch.float64), atol=1e-12)
+    assert (pi == 0).double().mean() > 0.5                # most coordinates are below float64's range
+
+
+def test_evidence_is_the_dirichlet_density_of_the_implied_noise():
+    """ev[v] - ev[w] = log Dir((x - t e_v)/(1 - t)) - log Dir((x - t e_w)/(1 - t)) for admissible v, w;
+    -inf where x^v < t."""
+    V, alpha, t = 5, 3.0, 0.3
+    fam = DirichletFlow(params=DirichletFlowParams(alpha=alpha), vocab_size=V, seq_len=1)
+    x = torch.tensor([[[0.05, 0.35, 0.4, 0.15, 0.05]]], dtype=torch.float64)
+    ev = fam.evidence(x, torch.tensor([t], dtype=torch.float64))[0, 0]
+    dirichlet = torch.distributions.Dirichlet(torch.full((V,), alpha, dtype=torch.float64))
+    ref = {v: dirichlet.log_prob((x[0, 0] - t * torch.eye(V, dtype=torch.float64)[v]) / (1 - t)).item()
+           for v in (1, 2)}
+    assert ev[2] - ev[1] == pytest.approx(ref[2] - ref[1], abs=1e-6)
+    assert torch.isinf(ev[[0, 3, 4]]).all() and (ev[[0, 3, 4]] < 0).all()
+    # t = 0: the prior point says nothing about the token
+    assert torch.equal(fam.evidence(x, torch.tensor([0.0])), torch.zeros_like(x))
+
+
+def test_overshot_state_keeps_its_least_violated_token(tiny_language):
+    fam = family(tiny_language, alpha=4.0)
+    x = torch.full((1, tiny_language.seq_len, tiny_language.vocab_size), 0.5 / tiny_language.vocab_size,
+                   dtype=torch.float64)
+    x[..., 7] += 0.5                                      # every x^v < t = 0.9
+    ev = fam.evidence(x, torch.tensor([0.9]))
+    assert torch.isfinite(ev[..., 7]).all() and torch.isinf(ev[..., :7]).all()
+    log_post = tiny_language.posterior(ev)
+    assert torch.allclose(log_post[..., 7], torch.zeros(1, tiny_language.seq_len, dtype=torch.float64))
+
+
+def test_time_warp_round_trip_and_grids():
+    u = torch.linspace(0, 1, 101, dtype=torch.float64)
+    for kind in ("uniform", "power", "logit"):
+        w = TimeWarp(kind, power=3.0, center=1 / 256, spread=1.0)
+        assert torch.allclose(w.to_u(w.to_t(u)), u, atol=1e-12)
+        for grid in ("warp", "uniform", "cosine", "power"):
+            g = time_grid(8, kind=grid, warp=w, power=3.0, t_end=0.9)
+            assert g[0] == 0 and g[-1] == pytest.approx(0.9) and (g.diff() > 0).all()
+    # the logit warp's median is its center: half the training times fall below 1/V
+    w = TimeWarp("logit", center=1 / 256, spread=1.0)
+    assert w.to_t(torch.tensor(0.5)).item() == pytest.approx(1 / 256)
+
+
+@pytest.mark.parametrize("solver,nfe", [("euler", 6), ("midpoint", 6), ("heun", 6), ("rk4", 8)])
+def test_nfe_is_backbone_calls(tiny_language, solver, nfe):
+    fam = family(tiny_language, alpha=4.0)
+    model = CallCounter(fam.oracle_model(tiny_language.posterior))
+    x = fam.sample(model, n=8, sampler="ode", params=ODEParams(nfe=nfe, solver=solver, t_end=0.99),
+                   generator=gen())
+    assert model.calls == nfe and x.shape == (8, tiny_language.seq_len)
+
+
+def test_impossible_samplers_are_rejected(tiny_language):
+    fam = family(tiny_language)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        fam.check_sampler("ode", ODEParams(nfe=6, solver="rk4", t_end=0.99))
+    with pytest.raises(ValueError, match="t_end"):
+        fam.check_sampler("ode", ODEParams(nfe=8, solver="rk4"))
+
+
+def oracle_nll(lang, fam, n=400, flip=False, **sampler):
+    oracle = fam.oracle_model(lang.posterior)
+    model = (lambda x, t=None, s=None: -oracle(x, t=t)) if flip else oracle
+    x = fam.sample(model, n=n, sampler="ode", params=ODEParams(**sampler), generator=gen())
+    return x, (-lang.log_prob(x) / lang.seq_len).mean().item()
+
+
+def unigram_tv(lang, x):
+    uni, _ = lang.ngram_marginals()
+    emp = torch.bincount(x.flatten(), minlength=lang.vocab_size).double() / x.numel()
+    return 0.5 * (emp - uni).abs().sum().item()
+
+
+def test_oracle_flow_reproduces_the_language(tiny_language):
+    fam = family(tiny_language, alpha=4.0)
+    h, _ = tiny_language.entropy_rate()
+    x, nll = oracle_nll(tiny_language, fam, nfe=64)
+    assert nll == pytest.approx(h, abs=0.12)
+    ref = tiny_language.split("test", len(x))
+    assert unigram_tv(tiny_language, x) < 1.3 * unigram_tv(tiny_language, ref) + 0.01
+    _, nll_few = oracle_nll(tiny_language, fam, nfe=4)
+    assert nll_few > nll + 0.5                             # a few steps are measurably worse
+    _, nll_flip = oracle_nll(tiny_language, fam, n=100, nfe=16, flip=True)
+    assert nll_flip > h + 2.0                              # a sign-flipped velocity is off the language
+
+
+def test_every_parameterisation_integrates_the_same_oracle_flow(tiny_language):
+    """Velocity head, denoiser, likelihood input and likelihood skip are conversions of one posterior."""
+    variants = [dict(head="velocity"), dict(head="denoiser"), dict(head="denoiser", input="likelihood"),
+                dict(head="denoiser", input="likelihood", skip=True), dict(head="denoiser", skip=True)]
+    xs = [oracle_nll(tiny_language, family(tiny_language, alpha=4.0, **v), n=64, nfe=8)[0] for v in variants]
+    for x in xs[1:]:
+        assert torch.equal(x, xs[0])
+
+
+def test_likelihood_parameterisations_need_the_denoiser_head():
+    with pytest.raises(ValueError, match="head='denoiser'"):
+        DirichletFlowParams(head="velocity", input="likelihood")
+    with pytest.raises(ValueError, match="head='denoiser'"):
+        DirichletFlowParams(head="velocity", skip=True)
