@@ -42,15 +42,17 @@ The last step jumps every position (p = 1), so the sample is a posterior draw. U
 jump may land on the current token (the posterior keeps mass there), as the Euler step allows.
 Mask source: only masked positions jump (the exact rate out of an unmasked token is zero).
 For n = 1 both forms coincide: h / (1 - t_k). For n > 1 the rate form wastes the first step
-(kappa'_0 = 0: nothing jumps); for n < 1 it jumps every position at t = 0 (kappa'_0 = inf), so
-at small NFE it degrades to independent marginals; `exact` has neither defect.
+(kappa'_0 = 0: nothing jumps); for n < 1 it jumps every position at t = 0 (kappa'_0 = inf): the
+mask source then samples independent marginals at any NFE, and the uniform source treats those
+marginal draws as kappa_h-informative observations (biased, over-confident samples whose NLL falls
+below the entropy rate). `exact` has neither defect.
 
 Relation to MDLM (baselines/mdlm.py). With source='mask' and n = 1 the path is MDLM's `loglinear`
 forward process (kappa_t = t, the probability a token is unmasked), and the euler sampler equals
 MDLM's ancestral sampler at every NFE (reveal probability h / (1 - t_k) = (kappa_{k+1} - kappa_k) /
 (1 - kappa_k)). They differ in the loss: MDLM weights the masked-token CE by its ELBO weight
 kappa'_t / (1 - kappa_t) = 1 / (1 - t); DFM's default `ce` is the plain CE (no weight), and
-`gkl` recovers MDLM's ELBO exactly.
+`gkl` recovers MDLM's ELBO (up to the extra clamp t >= eps).
 """
 from __future__ import annotations
 
@@ -96,7 +98,8 @@ class DFMParams(Params):
 
 
 class EulerParams(SamplerParams):
-    """step: 'rate' (seed's Euler form h kappa'/(1 - kappa)) or 'exact' ((kappa_{t+h} - kappa_t)/(1 - kappa_t))."""
+    """step: 'rate' (the seed's Euler form, p = h kappa'_t / (1 - kappa_t)) or
+    'exact' (p = (kappa_{t+h} - kappa_t) / (1 - kappa_t)); see the module docstring."""
 
     step: Literal["rate", "exact"] = "rate"
 
@@ -212,7 +215,8 @@ class DFM(Family):
             return ev
         if t is None:
             raise ValueError("dfm with a uniform source needs t for its evidence")
-        kappa = self.scheduler(torch.as_tensor(t, device=x_t.device).expand(B)).kappa[:, None, None]  # (B, 1, 1)
+        t = torch.as_tensor(t, device=x_t.device).expand(B)  # (B,)
+        kappa = self.scheduler(t).kappa[:, None, None]  # (B, 1, 1) float64
         other = torch.log((1 - kappa) / V).expand(B, L, V).clone()  # (B, L, V)
         same = torch.log(kappa + (1 - kappa) / V).expand(B, L, 1)
         return other.scatter_(-1, x_t[..., None], same.clone())

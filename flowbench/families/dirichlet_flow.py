@@ -238,15 +238,14 @@ class DirichletFlow(Family):
         gap x^v - t is taken as tol (the density diverges there when alpha < 1). A position
         with every x^v < t - tol is read at its own time t_i = max_v x^v."""
         x = x_t.double().clamp_min(0.0)                                       # (B, L, V)
-        t = t.double().reshape(-1, 1, 1).expand(x.shape[0], x.shape[1], 1)   # (B, L, 1)
-        t = torch.minimum(t, x.amax(-1, keepdim=True))                       # admissible time per position
-        tol = _TOL * torch.maximum(x, t)
+        t = t.double().reshape(-1, 1, 1).to(x.device)
+        t = torch.minimum(t, x.amax(-1, keepdim=True))                       # (B, L, 1) admissible time
+        tol = torch.maximum(x, t).mul_(_TOL)
         gap = x - t                                                          # (B, L, V)
-        ok = gap >= -tol
-        gap = torch.maximum(gap, tol)
-        ev = (self.alpha - 1.0) * (gap.log() - x.log())
-        ev = torch.where(t == 0, torch.zeros_like(ev), ev)                   # x_0 says nothing about v
-        return torch.where(ok, ev, torch.full_like(ev, -math.inf))
+        out = gap < -tol                                                     # x^v < t: impossible
+        ev = torch.maximum(gap, tol).div_(x).log_().mul_(self.alpha - 1.0)   # x = 0 gives inf: masked
+        ev.masked_fill_((t == 0).expand_as(ev), 0.0)                         # x_0 says nothing about v
+        return ev.masked_fill_(out, -math.inf)
 
     def oracle_model(self, posterior):
         """The exact posterior in the network's input and output conventions: the model time

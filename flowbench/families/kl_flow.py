@@ -65,6 +65,8 @@ class KLFlowParams(Params):
     beta: float = Field(0.01, gt=0.0, lt=1.0)
     # std of the Gaussian noise logits l_0 (unit: the seed's standard normal prior)
     noise_scale: float = Field(1.0, gt=0.0)
+    # what the network reads: the simplex point x_t = softmax(l_t), or the centered logits l_t
+    input: Literal["probs", "logits"] = "probs"
 
 
 class _Decode(SamplerParams):
@@ -115,13 +117,17 @@ class KLFlow(Family):
         t = t.double()[:, None, None]  # (B, 1, 1)
         return (1 - t) * l0 + t * self.target_logits(x1)
 
+    def model_input(self, l_t: torch.Tensor) -> torch.Tensor:
+        """The network's view of the state: x_t = softmax(l_t) or the centered l_t, (B, L, V) float64."""
+        return l_t.softmax(-1) if self.params.input == "probs" else l_t
+
     # --- training ------------------------------------------------------------------------
     def loss(self, model, x1, *, generator=None):
         B, L = x1.shape
         u = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
         t = (u + torch.arange(B, device=x1.device, dtype=torch.float64) / B) % 1.0  # (B,) stratified
         l_t = self.interpolate(x1, t, generator=generator)                             # (B, L, V)
-        logits = model(l_t, t=t)                                                       # (B, L, V)
+        logits = model(self.model_input(l_t), t=t)                                     # (B, L, V)
         return F.cross_entropy(logits.float().transpose(1, 2), x1)
 
     # --- sampling ------------------------------------------------------------------------
@@ -152,7 +158,7 @@ class KLFlow(Family):
 
     def _denoise(self, model, l_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """log P(x_1 | x_t, t) in float64: l_t (n, L, V), t 0-dim -> (n, L, V)."""
-        return model(l_t, t=t.expand(l_t.shape[0])).double().log_softmax(-1)
+        return model(self.model_input(l_t), t=t.expand(l_t.shape[0])).double().log_softmax(-1)
 
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
@@ -190,6 +196,8 @@ class KLFlow(Family):
     def evidence(self, x_t, t):
         """ev[b, i, v] = t Delta y_v / (sigma^2 (1 - t)^2), y the centered logits: (B, L, V) float64."""
         y = x_t.double()
+        if self.params.input == "probs":
+            y = y.clamp_min(torch.finfo(torch.float64).tiny).log()
         y = y - y.mean(-1, keepdim=True)
         t = torch.as_tensor(t, dtype=torch.float64, device=y.device).reshape(-1)[:, None, None]  # (B, 1, 1)
         return t * self.delta / (self.params.noise_scale**2 * (1 - t) ** 2) * y

@@ -124,10 +124,10 @@ def test_euler_jump_schedule_and_time_grid(source, n, step):
     assert len(model.inputs) == nfe
     for k, t in enumerate(model.times):
         assert t.shape == (N,) and torch.allclose(t.double(), torch.full((N,), k / nfe, dtype=torch.float64))
-    kap = lambda s: s ** n
-    h = 1.0 / nfe
-    if step == "rate":
-        p = [min(1.0, h * n * (k * h) ** (n - 1) / (1 - kap(k * h))) if k or n >= 1 else 1.0 for k in range(nfe)]
+    h, kap = 1.0 / nfe, lambda s: s ** n
+    if step == "rate":  # kappa'_0 = n 0^(n - 1): infinite for n < 1, so every position jumps
+        p = [1.0 if k == 0 and n < 1 else min(1.0, h * n * (k * h) ** (n - 1) / (1 - kap(k * h)))
+             for k in range(nfe)]
     else:
         p = [(kap((k + 1) * h) - kap(k * h)) / (1 - kap(k * h)) for k in range(nfe)]
     p[-1] = 1.0
@@ -185,8 +185,9 @@ def test_rate_form_wastes_steps_where_the_scheduler_is_singular(tiny_language):
 # --- cross-check with MDLM ------------------------------------------------------------------
 @pytest.mark.parametrize("t", [0.2, 0.7, 0.9])
 def test_mask_path_equals_mdlm_loglinear(tiny_language, t):
-    dfm, mdlm = family(tiny_language, n=1.0), MDLM(params=MDLMParams(schedule="loglinear"),
-                                                  vocab_size=tiny_language.vocab_size, seq_len=tiny_language.seq_len)
+    dfm = family(tiny_language, n=1.0)
+    mdlm = MDLM(params=MDLMParams(schedule="loglinear"), vocab_size=tiny_language.vocab_size,
+                seq_len=tiny_language.seq_len)
     assert dfm.mask_id == mdlm.mask_id
     x1 = tiny_language.split("train", 4000)
     tt = torch.full((len(x1),), t)
@@ -206,7 +207,8 @@ def test_mask_path_equals_mdlm_loglinear(tiny_language, t):
 def test_euler_sampler_equals_mdlm_ancestral(tiny_language, nfe):
     """kappa_t = t: the rate h / (1 - t_k) is MDLM's exact reveal probability, at every NFE."""
     dfm = family(tiny_language, n=1.0)
-    mdlm = MDLM(params=MDLMParams(), vocab_size=tiny_language.vocab_size, seq_len=tiny_language.seq_len)
+    mdlm = MDLM(params=MDLMParams(), vocab_size=tiny_language.vocab_size,
+                seq_len=tiny_language.seq_len)
     x_a, nll_a, _ = sample(tiny_language, dfm, nfe=nfe, n=1000, seed=7)
     model = CallCounter(mdlm.oracle_model(tiny_language.posterior))
     x_b = mdlm.sample(model, n=1000, sampler="ancestral", params=AncestralParams(nfe=nfe), generator=gen(8))
