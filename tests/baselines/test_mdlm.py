@@ -54,23 +54,24 @@ def test_oracle_sampler_reproduces_the_language(micro_language):
     lang = micro_language
     fam = family(lang)
     h, _ = lang.entropy_rate()
-    x, nll, se, calls = sample_nll(lang, fam, nfe=256)
-    assert calls == 256
-    assert nll == pytest.approx(h, abs=4 * se + 0.01)
+    x, nll, se, calls = sample_nll(lang, fam, nfe=128, n=1000)
+    assert calls == 128
+    assert nll == pytest.approx(h, abs=4 * se + 0.03)
     ref = lang.split("test", len(x))
     assert unigram_tv(lang, x) < 1.5 * unigram_tv(lang, ref) + 0.01
     # one step reveals every token independently from its marginal: clearly off the language
-    _, nll_one, se_one, _ = sample_nll(lang, fam, nfe=1)
+    _, nll_one, se_one, _ = sample_nll(lang, fam, nfe=1, n=1000)
     assert nll_one > h + 4 * se_one + 0.1
 
 
-def test_cached_sampler_saves_calls_and_keeps_the_distribution(micro_language):
+def test_cached_sampler_saves_calls_and_draws_the_same_samples(micro_language):
+    """The network ignores t, so reusing its output while no token changed is exact: with the
+    same seed the cached sampler returns the very same samples for fewer calls."""
     fam = family(micro_language)
-    *_, calls = sample_nll(micro_language, fam, nfe=256, sampler="ancestral_cached", n=16)
-    assert calls < 128
-    _, nll, se, calls = sample_nll(micro_language, fam, nfe=256, sampler="ancestral_cached")
-    _, nll_plain, se_plain, _ = sample_nll(micro_language, fam, nfe=256)
-    assert nll == pytest.approx(nll_plain, abs=4 * math.hypot(se, se_plain))
+    x_plain, _, _, calls_plain = sample_nll(micro_language, fam, nfe=256, n=16)
+    x_cached, _, _, calls_cached = sample_nll(micro_language, fam, nfe=256, sampler="ancestral_cached", n=16)
+    assert calls_plain == 256 and calls_cached < 128
+    assert torch.equal(x_plain, x_cached)
 
 
 def test_evidence_is_mask_or_observed(tiny_language):
