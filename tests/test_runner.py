@@ -9,6 +9,7 @@ import yaml
 from flowbench.__main__ import main
 from flowbench.config import SuiteError, load_suite
 from flowbench.plan import plan
+from flowbench.report import write_report
 from flowbench.runner import run_suite
 
 SMOKE = Path(__file__).parents[1] / "suites" / "smoke.yaml"
@@ -37,6 +38,9 @@ def test_smoke_suite_end_to_end_and_no_duplicates(tmp_path):
     assert {"ar_gpt2", "mdlm"} <= families
     run_suite(SMOKE, out=out, jobs=1, progress=False)
     assert len(rows(csv_path)) == expected  # the second run adds nothing
+    report = write_report(csv_path).read_text()
+    assert "dfm source=mask/euler" in report and "dfm source=uniform/euler" in report
+    assert (Path(out) / "gen_ppl_vs_nfe.png").stat().st_size > 0
 
 
 def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
