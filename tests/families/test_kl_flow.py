@@ -61,18 +61,22 @@ def test_interpolant_is_softmax_of_the_linear_logit_interpolation():
     assert torch.allclose(l_t.log_softmax(-1), mix.log_softmax(-1), atol=1e-12)
 
 
+@pytest.mark.parametrize("input", ["probs", "logits"])
 @pytest.mark.parametrize("t", [0.0, 0.3, 0.9])
-def test_evidence_is_the_gaussian_density_of_the_centered_logits(t):
+def test_evidence_is_the_gaussian_density_of_the_centered_logits(t, input):
     """Compared with the log-density of coordinates 1..V-1 of the centered state (the last one is
-    their negative sum), a non-degenerate Gaussian with mean t Delta P e_v."""
+    their negative sum), a non-degenerate Gaussian with mean t Delta P e_v; the evidence reads the
+    network's input (x_t or the logits, which may carry any per-position offset)."""
     V, sigma = 5, 0.7
-    fam = family(V, 2, beta=0.1, noise_scale=sigma)
-    x_t = fam.interpolate(torch.tensor([[1, 4]]), torch.tensor([t]), generator=gen(3))  # (1, 2, V)
-    x_t = x_t + torch.tensor([[[3.0]], [[-1.0]]]).view(1, 2, 1)  # per-position offsets change nothing
+    fam = family(V, 2, beta=0.1, noise_scale=sigma, input=input)
+    l_t = fam.interpolate(torch.tensor([[1, 4]]), torch.tensor([t]), generator=gen(3))  # (1, 2, V)
+    x_t = fam.model_input(l_t + torch.tensor([3.0, -1.0]).view(1, 2, 1))
+    if input == "probs":
+        assert torch.allclose(x_t, l_t.softmax(-1), atol=1e-12)
     ev = fam.evidence(x_t, torch.tensor([t]))[0]  # (2, V)
     P = torch.eye(V, dtype=torch.float64) - 1.0 / V
     cov = (sigma * (1 - t)) ** 2 * P[:-1, :-1]
-    y = (x_t[0] @ P)[:, :-1]  # (2, V-1)
+    y = (l_t[0] @ P)[:, :-1]  # (2, V-1)
     ref = torch.stack([torch.distributions.MultivariateNormal(t * fam.delta * P[v, :-1], cov).log_prob(y)
                        for v in range(V)], -1)  # (2, V)
     assert torch.allclose(ev - ev[:, :1], ref - ref[:, :1], atol=1e-8)
