@@ -173,7 +173,7 @@ class DirichletFlow(Family):
         """Pi_0 ~ Dirichlet(alpha 1_V) per position: (..., V) float64, drawn in log space."""
         return log_dirichlet((*shape, self.vocab_size), alpha=self.alpha, generator=generator).exp()
 
-    def path(self, pi0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def path(self, pi0: torch.Tensor, x1: torch.Tensor, *, t: torch.Tensor) -> torch.Tensor:
         """Pi_t = (1 - t) Pi_0 + t z: pi0 (B, L, V), ids x1 (B, L), t (B,) -> (B, L, V) float64."""
         t = t.double()[:, None, None]
         return (1 - t) * pi0 + t * F.one_hot(x1, self.vocab_size).double()
@@ -192,7 +192,7 @@ class DirichletFlow(Family):
         u = (u0 + torch.arange(B, device=x1.device, dtype=torch.float64) / B) % 1.0  # (B,)
         pi0 = self.prior((B, L), generator=generator)                                 # (B, L, V)
         t = self.warp.to_t(u)
-        x_t = self.path(pi0, x1, t)                                                   # (B, L, V)
+        x_t = self.path(pi0, x1, t=t)                                                 # (B, L, V)
         out = model(x_t.float(), t=u.float()).float()                                 # (B, L, V)
         if self.params.head == "velocity":
             return ((out - self.velocity_target(pi0, x1).float()) ** 2).sum(-1).mean()
@@ -205,7 +205,7 @@ class DirichletFlow(Family):
             raise ValueError(f"solver {params.solver!r} evaluates the velocity at t = 1, where "
                              f"(mu - x)/(1 - t) is undefined: set t_end < 1")
 
-    def velocity(self, model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def velocity(self, model, x: torch.Tensor, *, t: torch.Tensor) -> torch.Tensor:
         """dx/dt at the float64 state x (n, L, V) and the scalar time t, one backbone call."""
         n = x.shape[0]
         t = t.double().expand(n).to(x.device)                                         # (n,)
@@ -222,7 +222,7 @@ class DirichletFlow(Family):
         x0 = self.prior((n, self.seq_len), generator=generator)                      # (n, L, V)
         grid = time_grid(steps_for(params.nfe, params.solver), kind=params.grid, warp=self.warp,
                          power=params.grid_power, t_end=params.t_end).to(device)
-        x = solve(lambda t, x: self.velocity(model, x, t), x0, grid, solver=params.solver)
+        x = solve(lambda t, x: self.velocity(model, x, t=t), x0, grid, solver=params.solver)
         if params.decode == "argmax":
             return x.argmax(-1)
         p = x.clamp_min(0.0)
