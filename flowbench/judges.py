@@ -75,7 +75,7 @@ class LocalJudge(Judge):
                  n_heads: int = 4, steps: int = 4000, batch_size: int = 64, lr: float = 1e-3,
                  seed: int = 0, progress: bool = True):
         super().__init__(corpus=corpus, cache_dir=cache_dir, device=device)
-        from baselines.ar_gpt2 import GPT2, gpt2_config  # the real GPT-2 module, not the family
+        from flowbench.gpt2 import GPT2, gpt2_config
         from flowbench.trainer import train
 
         backbone = BackboneConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -163,8 +164,6 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
 
 
 def _json(d: dict) -> str:
-    import json
-
     return json.dumps(d, sort_keys=True) if d else ""
 
 
