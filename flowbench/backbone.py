@@ -2,6 +2,13 @@
 
 Bidirectional (or causal) attention, adaLN conditioning on nothing / t / (s, t) as in DiT,
 and a token-id or simplex (L x V) input. Output: per-position logits over the vocabulary.
+
+Positions are rotary by default (RoPE, Su et al. 2021, as in MDLM's DiT): q and k of every head
+are rotated by an angle proportional to the position, so attention scores depend on relative
+offsets directly. Measured on the embedded language (L=32, d=64 x 3 layers, 1500 steps): with
+learned absolute position embeddings, mdlm's masked cross-entropy stayed at about 4.0 nats
+whatever the fraction of visible context (val ELBO 4.08, exact denoiser 2.89): the network found
+the topic but not its neighbours. With rotary positions the ELBO reached 3.10.
 """
 from __future__ import annotations
 
@@ -36,6 +43,20 @@ class TimeEmbedding(nn.Module):
         return self.mlp(torch.cat([timestep_embedding(t, self.freq_dim) for t in times], dim=-1))
 
 
+def rotary_tables(seq_len: int, head_dim: int, *, device, base: float = 10_000.0):
+    """cos, sin of the RoPE angles i * base^(-2j/head_dim): each (L, head_dim / 2)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.arange(seq_len, device=device, dtype=torch.float32)[:, None] * inv_freq[None]
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs (x_2j, x_2j+1) of x (B, H, L, Dh) by the position's angle."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
 class Block(nn.Module):
     """Pre-LN transformer block; with conditioning, LayerNorm shift/scale and residual gates
     come from c (adaLN-Zero: gates start at zero so a fresh block is the identity)."""
@@ -56,7 +77,7 @@ class Block(nn.Module):
             nn.init.zeros_(self.ada.weight)
             nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, rope: tuple | None) -> torch.Tensor:
         B, L, D = x.shape
         if self.ada is not None:
             shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c))[:, None].chunk(6, -1)
@@ -65,6 +86,8 @@ class Block(nn.Module):
             gate1 = gate2 = 1.0
         h = self.ln1(x) * (1 + scale1) + shift1
         q, k, v = self.qkv(h).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         h = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, L, D/H)
         x = x + gate1 * self.dropout(self.proj(h.transpose(1, 2).reshape(B, L, D)))
         h = self.ln2(x) * (1 + scale2) + shift2
@@ -81,7 +104,9 @@ class Backbone(nn.Module):
             self.embed = nn.Embedding(vocab_size + spec.extra_tokens, d)
         else:
             self.embed = nn.Linear(vocab_size, d, bias=False)
-        self.pos = nn.Parameter(0.02 * torch.randn(seq_len, d))
+        self.head_dim = d // config.n_heads
+        self.rotary = config.positions == "rotary"
+        self.pos = None if self.rotary else nn.Parameter(0.02 * torch.randn(seq_len, d))
         conditioned = spec.cond != "none"
         self.time = TimeEmbedding(d, 2 if spec.cond == "st" else 1) if conditioned else None
         self.blocks = nn.ModuleList(Block(config, causal=spec.causal, conditioned=conditioned)
@@ -97,14 +122,18 @@ class Backbone(nn.Module):
                 s: torch.Tensor | None = None) -> torch.Tensor:
         if self.spec.input == "simplex":
             x = x.to(self.embed.weight.dtype)
-        h = self.embed(x) + self.pos[: x.shape[1]]  # (B, L, C)
+        L = x.shape[1]
+        h = self.embed(x)  # (B, L, C)
+        rope = rotary_tables(L, self.head_dim, device=h.device) if self.rotary else None
+        if self.pos is not None:
+            h = h + self.pos[:L]
         c = None
         if self.time is not None:
             if t is None or (self.spec.cond == "st" and s is None):
                 raise ValueError(f"backbone conditioned on {self.spec.cond!r} needs those times")
             c = self.time(t) if self.spec.cond == "t" else self.time(s, t)  # (B, C)
         for block in self.blocks:
-            h = block(h, c)
+            h = block(h, c, rope)
         h = self.ln_f(h)
         if self.ada_f is not None:
             shift, scale = self.ada_f(F.silu(c))[:, None].chunk(2, -1)

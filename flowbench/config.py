@@ -30,6 +30,7 @@ class BackboneConfig(Frozen):
     n_heads: PositiveInt = 4
     mlp_ratio: PositiveInt = 4
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    positions: Literal["rotary", "learned"] = "rotary"  # learned: absolute embeddings (see backbone.py)
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
