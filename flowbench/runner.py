@@ -72,7 +72,7 @@ def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 
 
 
 def train_all(specs: list[ModelSpec], *, jobs: int, progress: bool) -> None:
-    todo = [s for s in specs if not _done(s)]
+    todo = sorted((s for s in specs if not _done(s)), key=_cost, reverse=True)
     if not todo:
         return
     jobs = max(1, min(jobs, len(todo)))
@@ -87,6 +87,11 @@ def train_all(specs: list[ModelSpec], *, jobs: int, progress: bool) -> None:
                    for i, s in enumerate(todo)}
         for fut in cf.as_completed(futures):
             fut.result()  # re-raise a worker's error here, naming nothing lost: others finish
+
+
+def _cost(spec: ModelSpec) -> float:
+    """Relative training cost, to start the longest jobs first."""
+    return FAMILIES.get(spec.family).train_cost * spec.train.total_steps(spec.suite.corpus.seq_len)
 
 
 def _done(spec: ModelSpec) -> bool:

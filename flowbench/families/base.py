@@ -62,6 +62,9 @@ class Family:
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
     samplers: ClassVar[dict[str, type[SamplerParams]]] = {}
+    # backbone passes per training step, relative to one forward + backward; the runner starts
+    # the costliest models first so parallel workers finish together
+    train_cost: ClassVar[float] = 1.0
 
     def __init__(self, *, params: Params, vocab_size: int, seq_len: int):
         self.params = params

@@ -154,6 +154,7 @@ class SoftmaxInput(nn.Module):
 class FlowMap(Family):
     Params = FlowMapParams
     samplers = {"flow_map": FlowMapSamplerParams, "euler": EulerSamplerParams}
+    train_cost = 3.0  # the anchor plus the self-distillation targets: about three passes a step
 
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(cond="st", input="simplex")
