@@ -1,9 +1,12 @@
 """Trained briefly on the embedded language, every family beats a uniform generator under the
 exact judge, and the baselines come within a stated factor of the true-data floor.
 
-Budget: 500 steps, L=16, d=64 x 2 layers, batch 64. The bounds below sit about 2x looser than
-the values measured at this budget (listed beside each), so they fail on a broken family, not
-on seed noise."""
+Budget: L=16, d=64 x 3 layers, batch 64; 500 steps, mdlm 2000 (its masked cross-entropy drops
+only once attention has found the neighbours, after some 500-1000 steps). Each bound sits between
+the value measured at this budget (beside it) and the failure it guards against.
+
+The flow families are far from their oracles at this budget (the learning error the nfe_sweep
+table shows); these bounds only establish that each learns something of the language."""
 import csv
 import math
 
@@ -16,7 +19,7 @@ from flowbench.runner import run_suite
 
 BASE = {
     "corpus": {"name": "hmm_language", "seq_len": 16, "seed": 0},
-    "backbone": {"d_model": 64, "n_layers": 2, "n_heads": 4},
+    "backbone": {"d_model": 64, "n_layers": 3, "n_heads": 4},
     "train": {"steps": 500, "batch_size": 64, "lr": 3e-3, "warmup_steps": 50, "eval_every": 250,
               "val_sequences": 256},
     "eval": {"num_samples": 256, "batch_size": 256, "judge": "exact"},
@@ -49,9 +52,10 @@ def best_ppl(rows: list[dict]) -> float:
 def test_baselines_learn_the_language(tmp_path, references):
     rows = run(tmp_path, "quality_baselines", [
         {"family": "ar_gpt2", "samplers": [{"sampler": "kv_cache"}]},
-        {"family": "mdlm", "samplers": [{"sampler": "ancestral", "nfe": 64}]},
+        {"family": "mdlm", "train": {"steps": 2000}, "samplers": [{"sampler": "ancestral", "nfe": 64}]},
     ])
-    floor_factor = {"ar_gpt2": 2.0, "mdlm": FLOOR_FACTOR_MDLM}
+    floor_factor = {"ar_gpt2": 2.0,  # measured 1.23 x floor
+                    "mdlm": 10.0}    # measured 4.9 x floor (gen PPL 95 vs 19.4)
     for family, factor in floor_factor.items():
         ppl = best_ppl(rows[family])
         assert ppl < references["uniform"] / 100, (family, ppl, references)
@@ -67,6 +71,7 @@ def test_flow_families_beat_uniform(tmp_path, references):
         {"family": "kl_flow", "samplers": [{"sampler": "ode", "nfe": nfe}]},
         {"family": "flow_map", "samplers": [{"sampler": "flow_map", "nfe": [1, 4, 16]}]},
     ])
-    for family, gain in UNIFORM_GAIN.items():
+    # gen PPL below uniform's / gain; measured uniform / best: 3.8, 2.5, 2.0, 2.3
+    for family, gain in {"dfm": 2.0, "dirichlet_flow": 1.5, "kl_flow": 1.3, "flow_map": 1.4}.items():
         ppl = best_ppl(rows[family])
         assert ppl < references["uniform"] / gain, (family, ppl, references)
