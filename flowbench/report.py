@@ -46,12 +46,18 @@ def write_report(csv_path: str | Path) -> Path:
     lines += [table.to_markdown(index=False), ""]
     (csv_path.parent / "report.md").write_text("\n".join(lines))
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # one colour per trained run; its oracle twin shares it, dashed
+    bases = sorted(df["run"].str.replace(" (oracle)", "", regex=False).unique())
+    cmap = plt.get_cmap("tab20" if len(bases) > 10 else "tab10")
+    colour = {b: cmap(i % cmap.N) for i, b in enumerate(bases)}
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
     for run, g in df.groupby("run"):
         g = g.groupby("nfe")[["gen_ppl", "entropy"]].mean().reset_index()
-        style = "--" if "(oracle)" in run else "-"
-        axes[0].plot(g["nfe"], g["gen_ppl"], style, marker="o", label=run)
-        axes[1].plot(g["nfe"], g["entropy"], style, marker="o", label=run)
+        oracle = "(oracle)" in run
+        kw = dict(ls="--" if oracle else "-", marker="o", ms=3, color=colour[run.replace(" (oracle)", "")],
+                  label=run)
+        axes[0].plot(g["nfe"], g["gen_ppl"], **kw)
+        axes[1].plot(g["nfe"], g["entropy"], **kw)
     if df["ppl_floor"].notna().any():
         axes[0].axhline(df["ppl_floor"].dropna().iloc[0], color="k", lw=0.8, ls=":", label="true data")
     for ax, name in zip(axes, ("gen PPL (lower is better)", "sample entropy (nats)")):
@@ -59,8 +65,9 @@ def write_report(csv_path: str | Path) -> Path:
         ax.set_xlabel("NFE")
         ax.set_title(name)
     axes[0].set_yscale("log")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(0.74, 0.5))
+    fig.tight_layout(rect=(0, 0, 0.73, 1))
     fig.savefig(csv_path.parent / "gen_ppl_vs_nfe.png", dpi=110)
     plt.close(fig)
     return csv_path.parent / "report.md"
