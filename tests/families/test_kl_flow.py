@@ -193,6 +193,12 @@ def test_loss_of_the_exact_denoiser_beats_the_blind_one(tiny_language):
     assert prior == pytest.approx(marg.item(), rel=1e-5)
 
 
+def unigram_tv(lang, x):
+    uni, _ = lang.ngram_marginals()
+    emp = torch.bincount(x.flatten(), minlength=lang.vocab_size).double() / x.numel()
+    return 0.5 * (emp - uni).abs().sum().item()
+
+
 def test_oracle_ode_reaches_the_entropy_rate(tiny_language):
     fam = family(tiny_language.vocab_size, tiny_language.seq_len)
     h, _ = tiny_language.entropy_rate()
@@ -201,6 +207,9 @@ def test_oracle_ode_reaches_the_entropy_rate(tiny_language):
         model = CallCounter(fam.oracle_model(tiny_language.posterior))
         x = fam.sample(model, n=n, sampler=sampler, params=params, generator=gen(0))
         assert model.calls == params.nfe
+        if params.nfe == 64:  # unigram frequencies as close to the marginals as real data's
+            ref = tiny_language.split("test", n)
+            assert unigram_tv(tiny_language, x) < 1.3 * unigram_tv(tiny_language, ref) + 0.01
         return (-tiny_language.log_prob(x) / tiny_language.seq_len).mean().item()
 
     assert nll("ode", ODEParams(nfe=64), 600) == pytest.approx(h, abs=0.08)
