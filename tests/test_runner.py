@@ -103,3 +103,14 @@ def test_corpus_that_cannot_fill_the_length_fails_before_training(tmp_path, caps
     err = capsys.readouterr().err
     assert "64" in err and "\n" not in err.strip()
     assert not (tmp_path / "cache" / "models").exists()
+
+
+def test_corrupt_checkpoint_fails_in_one_line_naming_the_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    run_suite(SMOKE, out=out, jobs=1, progress=False, only={"family": "mdlm"})
+    (ckpt,) = (tmp_path / "cache" / "models").glob("mdlm-*.pt")
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated, as by a full disk
+    (out / "leaderboard.csv").unlink()  # ask for the rows again, so the model is needed
+    assert main(["run", str(SMOKE), "--out", str(out), "--only", "family=mdlm", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "corrupt checkpoint" in err and ckpt.name in err
