@@ -61,7 +61,8 @@ where the exact posterior pools weak evidence from every position. Two variants 
 not kept: adding the exact per-position evidence to the network's logits and feeding it the
 single-site posterior softmax(ev) lowered the validation loss from 0.97 to 0.85 but left the ode
 samples at 8.6-8.9 nats/token at NFE 32-128 (8.9-9.0 without them), at 1.75x the training time;
-scaling the simplex input by V changed nothing.
+scaling the simplex input by V changed nothing; drawing half of each batch's times from the band
+[0.05, 0.4) gave 8.88 against 8.94 nats/token at NFE 128.
 """
 from __future__ import annotations
 
