@@ -55,12 +55,12 @@ the d = 64 backbone (validation loss 0.99 after 1000 steps vs 1.20 after 1500 wi
 a linear map of 256 noisy logits to 64 dimensions drowns the one raised coordinate.
 
 Learning error. With the exact denoiser the samplers reach the entropy rate; a trained one
-(1500 steps, d = 64 x 3, rotary positions) does not: its cross-entropy matches the exact one
+(3000 steps, d = 64 x 3, rotary positions) does not: its cross-entropy matches the exact one
 outside t in [0.1, 0.3] and lags by up to 1.5 nats inside, the band where tokens are decided and
-where the exact posterior pools weak evidence from every position. Two variants were measured and
+where the exact posterior pools weak evidence from every position. Variants measured at 1500 steps,
 not kept: adding the exact per-position evidence to the network's logits and feeding it the
 single-site posterior softmax(ev) lowered the validation loss from 0.97 to 0.85 but left the ode
-samples at 8.6-8.9 nats/token at NFE 32-128 (8.9-9.0 without them), at 1.75x the training time;
+samples at 8.3-8.6 nats/token at NFE 32 (9.0 without them), at 1.75x the training time;
 scaling the simplex input by V changed nothing; drawing half of each batch's times from the band
 [0.05, 0.4) gave 8.88 against 8.94 nats/token at NFE 128.
 """
