@@ -10,24 +10,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from flowbench.leaderboard import SWEEP_COLUMNS  # noqa: E402
+
 
 def load(csv_path: str | Path) -> pd.DataFrame:
     df = pd.read_csv(csv_path)
     df["run"] = (df["family"] + _varied_params(df) + "/" + df["sampler"]
                  + df["denoiser"].map({"oracle": " (oracle)"}).fillna(""))
-    for col in ("t_star", "beta", "alpha"):
+    for col in SWEEP_COLUMNS:
         if df[col].notna().any():
             df["run"] += df[col].map(lambda v, c=col: f" {c}={v:g}" if pd.notna(v) else "")
     return df
 
 
 def _varied_params(df: pd.DataFrame) -> pd.Series:
-    """' key=value' for the family params that differ between runs of one family (e.g. dfm's source)."""
+    """' key=value' for the family params that differ between runs of one family (e.g. a noise source)."""
     params = df["family_params"].fillna("{}").map(lambda p: json.loads(p or "{}"))
     label = pd.Series("", index=df.index)
     for family, idx in df.groupby("family").groups.items():
         rows = params.loc[idx]
-        keys = sorted({k for p in rows for k in p if k not in ("t_star", "beta", "alpha")})
+        keys = sorted({k for p in rows for k in p if k not in SWEEP_COLUMNS})
         varying = [k for k in keys if len({json.dumps(p.get(k)) for p in rows}) > 1]
         label.loc[idx] = rows.map(lambda p: "".join(f" {k}={p.get(k)}" for k in varying))
     return label

@@ -22,12 +22,11 @@ from tqdm.auto import tqdm
 
 from flowbench.backbone import count_params
 from flowbench.config import Suite, config_hash, load_suite
-from flowbench.leaderboard import Leaderboard
+from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
 from flowbench.registry import FAMILIES, JUDGES, METRICS
 from flowbench.trainer import load_checkpoint, resolve_device, train
 
-SWEEP_COLUMNS = ("t_star", "beta", "alpha")
 
 
 def cache_root() -> Path:
