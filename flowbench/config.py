@@ -6,6 +6,7 @@ A list value inside `params` or a sampler entry is a sweep axis (the grid is the
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -40,10 +41,16 @@ class BackboneConfig(Frozen):
 
 
 class TrainConfig(Frozen):
-    """The training budget and optimiser; every family sees the same tokens for the same budget."""
+    """The training budget and optimiser. Budgets (give exactly one):
+    steps   optimiser steps, whatever a step costs;
+    tokens  training tokens, steps = ceil(tokens / (batch_size * L)): every family sees the same data;
+    passes  training compute in backbone forward + backward passes of one batch,
+            steps = ceil(passes / family.train_cost): a family whose step costs three passes
+            (a self-distillation target, self-conditioning) gets a third of the steps."""
 
     steps: PositiveInt | None = None
-    tokens: PositiveInt | None = None  # alternative budget: steps = ceil(tokens / (batch_size * L))
+    tokens: PositiveInt | None = None
+    passes: PositiveInt | None = None
     batch_size: PositiveInt = 64
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -56,17 +63,22 @@ class TrainConfig(Frozen):
     checkpoint_every: PositiveInt = 500
     bf16: bool = True  # autocast on CUDA only
 
-    def total_steps(self, seq_len: int) -> int:
+    def total_steps(self, seq_len: int, *, cost: float = 1.0) -> int:
+        """Optimiser steps of this budget for a family whose step costs `cost` passes."""
         if self.steps is not None:
             return self.steps
-        assert self.tokens is not None
-        return -(-self.tokens // (self.batch_size * seq_len))
+        if self.tokens is not None:
+            return -(-self.tokens // (self.batch_size * seq_len))
+        return max(1, math.ceil(self.passes / cost - 1e-9))
 
     @model_validator(mode="after")
     def _one_budget(self):
-        if (self.steps is None) == (self.tokens is None):
-            raise ValueError("give exactly one of steps or tokens")
+        if sum(b is not None for b in (self.steps, self.tokens, self.passes)) != 1:
+            raise ValueError(f"give exactly one budget of {', '.join(BUDGETS)}")
         return self
+
+
+BUDGETS = ("steps", "tokens", "passes")
 
 
 class EvalConfig(Frozen):
@@ -101,7 +113,7 @@ class Suite(Frozen):
     name: str
     corpus: CorpusEntry
     backbone: BackboneConfig = BackboneConfig()
-    train: TrainConfig
+    train: dict[str, Any]  # TrainConfig fields; a list value is a sweep axis (checked by plan)
     eval: EvalConfig = EvalConfig()
     seeds: list[int] = [0]
     runs: list[RunEntry]

@@ -13,7 +13,7 @@ from pathlib import Path
 SWEEP_COLUMNS = ("t_star", "beta", "alpha")  # sampler/family knobs swept by suites
 COLUMNS = [
     "suite", "family", "denoiser", "sampler", "nfe", "backbone_calls", *SWEEP_COLUMNS,
-    "seed", "params", "train_steps", "train_tokens", "val_loss", "gen_ppl", "gen_ppl_mean",
+    "seed", "params", "train_steps", "train_tokens", "train_passes", "val_loss", "gen_ppl", "gen_ppl_mean",
     "nll_mean", "nll_median", "ppl_floor", "judge", "entropy", "samples_per_s", "tokens_per_s",
     "latency_s", "peak_mem_mb", "num_samples", "family_params", "sampler_params", "device",
     "torch", "git_sha", "config_hash", "row_key", "timestamp",

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from flowbench.config import Suite, SuiteError, TrainConfig, config_hash, one_line
+from flowbench.config import BUDGETS, Suite, SuiteError, TrainConfig, config_hash, one_line
 from flowbench.families.base import Family
 from flowbench.registry import CORPORA, FAMILIES, RegistryError
 
@@ -98,13 +98,13 @@ def plan(suite: Suite, *, only: dict[str, str] | None = None) -> list[Point]:
             raise SuiteError(f"{where}.family: {err}") from None
         if only and only.get("family") not in (None, run.family):
             continue
-        train_dict = suite.train.model_dump(exclude_none=True)
-        if {"steps", "tokens"} & set(run.train):
-            train_dict.pop("steps", None), train_dict.pop("tokens", None)
-        train = check(TrainConfig, {**train_dict, **run.train}, f"{where}.train")
+        train_dict = dict(suite.train)
+        if set(BUDGETS) & set(run.train):  # a run's own budget replaces the suite's
+            train_dict = {k: v for k, v in train_dict.items() if k not in BUDGETS}
+        trains = [check(TrainConfig, t, f"{where}.train") for t in grid({**train_dict, **run.train})]
         for params_dict in grid(run.params):
             params = check(cls.Params, params_dict, f"{where}.params")
-            for seed in suite.seeds:
+            for seed, train in itertools.product(suite.seeds, trains):
                 spec = ModelSpec(family=run.family, params=params, train=train, seed=seed, suite=suite)
                 for j, entry in enumerate(run.samplers):
                     swhere = f"{where}.samplers[{j}]"

@@ -63,7 +63,7 @@ def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 
     torch.manual_seed(spec.seed)
     model = family.build_model(suite.backbone)
     n_train = spec.train.train_sequences or corpus.available("train") or min(
-        spec.train.total_steps(corpus.seq_len) * spec.train.batch_size, 200_000)
+        spec.train.total_steps(corpus.seq_len, cost=family.train_cost) * spec.train.batch_size, 200_000)
     state = train(family=family, model=model, train_data=corpus.split("train", n_train),
                   val_data=corpus.split("validation", spec.train.val_sequences), config=spec.train,
                   seed=spec.seed, checkpoint=checkpoint_path(spec),
@@ -92,7 +92,8 @@ def train_all(specs: list[ModelSpec], *, jobs: int, progress: bool) -> None:
 
 def _cost(spec: ModelSpec) -> float:
     """Relative training cost, to start the longest jobs first."""
-    return FAMILIES.get(spec.family).train_cost * spec.train.total_steps(spec.suite.corpus.seq_len)
+    cost = FAMILIES.get(spec.family).train_cost
+    return cost * spec.train.total_steps(spec.suite.corpus.seq_len, cost=cost)
 
 
 def _done(spec: ModelSpec) -> bool:
@@ -128,6 +129,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
         net.to(device).eval()
         history = state["history"]
         row.update(params=count_params(net), train_steps=state["step"], train_tokens=state["train_tokens"],
+                   train_passes=state["step"] * family.train_cost,
                    val_loss=history[-1]["val_loss"] if history else None, config_hash=spec.key)
     else:
         net = family.oracle_model(corpus.posterior)
@@ -186,7 +188,9 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
     done = board.keys()
     eval_ident = {**suite.eval.model_dump(exclude={"device", "batch_size"}),
                   "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
-    pending = [p for p in points if config_hash(p.identity(eval_ident)) not in done]
+    # one row per key: oracle points of models that differ only in training share a key
+    pending = list({key: p for p in points
+                    if (key := config_hash(p.identity(eval_ident))) not in done}.values())
     if not pending:
         print(f"{suite.name}: all {len(points)} rows already in {board.csv}")
         return board.csv

@@ -76,7 +76,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
     Returns the final checkpoint dict (weights to evaluate under 'weights': the EMA copy if
     enabled, else the raw weights) and writes it to `checkpoint`."""
     seq_len = train_data.shape[1]
-    total = config.total_steps(seq_len)
+    total = config.total_steps(seq_len, cost=family.train_cost)
     torch.manual_seed(seed)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,

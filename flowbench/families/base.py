@@ -75,11 +75,21 @@ class Family:
     def backbone_spec(self) -> BackboneSpec:
         raise NotImplementedError
 
-    def build_model(self, config: BackboneConfig) -> nn.Module:
+    def build_backbone(self, config: BackboneConfig) -> nn.Module:
         from flowbench.backbone import Backbone
 
         return Backbone(spec=self.backbone_spec(), config=config, vocab_size=self.vocab_size,
                         seq_len=self.seq_len)
+
+    def build_model(self, config: BackboneConfig) -> nn.Module:
+        net = self.build_backbone(config)
+        return EvidenceHead(net, self.model_evidence) if getattr(self.params, "evidence_head", False) else net
+
+    def model_evidence(self, x: torch.Tensor, t: torch.Tensor | None, s: torch.Tensor | None) -> torch.Tensor:
+        """The position's own evidence in the network's call convention `model(x, t, s)`:
+        (B, L, V). Default: `evidence(x, t)`; a family whose model time or state differs
+        from its path's (a warped time, a two-time map) overrides it."""
+        return self.evidence(x, t)
 
     # --- training ------------------------------------------------------------------------
     def loss(self, model: nn.Module, x1: torch.Tensor, *, generator: torch.Generator | None = None
@@ -112,6 +122,31 @@ class Family:
             return posterior(self.evidence(x_t, t))
 
         return model
+
+
+class EvidenceHead(nn.Module):
+    """logits = net(x, t, s) + evidence(x, t, s): the network learns only what context adds.
+
+    p(x_1^i = v | x_t) is proportional to p(x_1^i = v | x_t^{-i}) p(x_t^i | x_1^i = v): the
+    second factor, the position's own evidence, is known in closed form (`Family.evidence`), so
+    with a zero network output the model is the single-position posterior under a uniform
+    prior, and training spends its capacity on the context term. As Plaid adds the Gaussian
+    likelihood to its logits (arXiv 2305.18619) and the leave-one-out head of arXiv 2605.22765
+    adds log1p(V kappa / (1 - kappa)) at the observed token for uniform noise. The network still
+    reads x_t^i, so this is a parameterisation (a skip connection with the exact single-site
+    term), not a factorisation."""
+
+    def __init__(self, net: nn.Module, evidence: Callable):
+        super().__init__()
+        self.net, self.evidence = net, evidence
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                s: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.net(x, t=t, s=s)                                       # (B, L, V)
+        with torch.no_grad():
+            ev = self.evidence(x, t, s)                                   # (B, L, V) float64
+            ev = ev - ev.amax(-1, keepdim=True).clamp_min(-1e30)          # per-position constant
+        return out + ev.to(out.dtype)
 
 
 def time_grid(nfe: int, *, t_end: float = 1.0, dtype=torch.float64) -> torch.Tensor:

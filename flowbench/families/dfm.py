@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, time_grid
+from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
 
 
@@ -95,6 +96,10 @@ class DFMParams(Params):
     n: float = Field(1.0, gt=0)
     weighting: Literal["ce", "gkl"] = "ce"
     eps: float = Field(1e-3, gt=0, lt=0.5)
+    # logits = network + the position's own evidence (base.EvidenceHead); for the uniform source
+    # that is log1p(V kappa / (1 - kappa)) at the observed token (arXiv 2605.22765)
+    evidence_head: bool = False
+    time: TimeSampling = TimeSampling()  # training times (before the eps clamp)
 
 
 class EulerParams(SamplerParams):
@@ -147,8 +152,7 @@ class DFM(Family):
     def loss(self, model, x1, *, generator=None):
         B, L = x1.shape
         eps = self.params.eps
-        u = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
-        t = ((u + torch.arange(B, device=x1.device) / B) % 1.0).clamp(eps, 1 - eps)  # (B,) float64
+        t = self.params.time.sample(B, generator=generator, device=x1.device).clamp(eps, 1 - eps)  # (B,)
         x_t = self.corrupt(x1, t, generator=generator)
         log_p = F.log_softmax(model(x_t, t=t).float(), dim=-1)  # (B, L, V)
         nll = -log_p.gather(-1, x1[..., None]).squeeze(-1)  # (B, L)

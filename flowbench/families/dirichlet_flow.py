@@ -76,7 +76,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical
 from flowbench.families.ode import solve, steps_for
@@ -92,6 +92,14 @@ class DirichletFlowParams(Params):
     warp_power: float = Field(3.0, ge=1.0)               # power: t = u^p, i.e. t ~ Beta(1/p, 1)
     warp_center: float | None = Field(None, gt=0, lt=1)  # logit: median time; None = 1/V
     warp_spread: float = Field(1.0, gt=0)                # logit: scale of the logistic logit(t)
+    # denoiser head only: logits = network + the position's own evidence (base.EvidenceHead)
+    evidence_head: bool = False
+
+    @model_validator(mode="after")
+    def _evidence_needs_denoiser(self):
+        if self.evidence_head and self.head != "denoiser":
+            raise ValueError("evidence_head adds log-likelihoods to logits: it needs head='denoiser'")
+        return self
 
 
 class ODEParams(SamplerParams):
@@ -239,7 +247,13 @@ class DirichletFlow(Family):
         return sample_categorical(p.log(), generator=generator)
 
     # --- oracle ------------------------------------------------------------------------------
-    def evidence(self, x_t, t):
+    def model_evidence(self, x, t, s):
+        """The evidence at the model's time input u = F(t); a float32 input rounds x^v = t by
+        about 1e-7 relative, so the boundary tolerance follows the input's precision."""
+        tol = _TOL if x.dtype == torch.float64 else 1e-5
+        return self.evidence(x, self.warp.to_t(t), tol=tol)
+
+    def evidence(self, x_t, t, *, tol: float = _TOL):
         """ev[b, i, v] = (alpha - 1) log(1 - t / x^v) if x^v >= t else -inf, float64 (B, L, V).
 
         t: (B,) path times. Rounding: |x^v - t| <= tol counts as the boundary, where the
@@ -248,7 +262,7 @@ class DirichletFlow(Family):
         x = x_t.double().clamp_min(0.0)                                       # (B, L, V)
         t = t.double().reshape(-1, 1, 1).to(x.device)
         t = torch.minimum(t, x.amax(-1, keepdim=True))                       # (B, L, 1) admissible time
-        tol = torch.maximum(x, t).mul_(_TOL)
+        tol = torch.maximum(x, t).mul_(tol)
         gap = x - t                                                          # (B, L, V)
         out = gap < -tol                                                     # x^v < t: impossible
         ev = torch.maximum(gap, tol).div_(x).log_().mul_(self.alpha - 1.0)   # x = 0 gives inf: masked

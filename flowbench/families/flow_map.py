@@ -77,6 +77,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from flowbench.config import BackboneConfig
 from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, time_grid
 from flowbench.families.ode import Solver, solve, steps_for
+from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
 
 _TINY = torch.finfo(torch.float64).tiny
@@ -99,6 +100,9 @@ class FlowMapParams(Params):
     lsd_weight: Literal["denoiser", "velocity"] = "denoiser"
     eps: float = Field(0.02, gt=0.0, lt=1.0)
     precondition: Literal["none", "softmax"] = "none"
+    # logits = network + the evidence of x_s about each token, t x_s / (1 - s)^2 (base.EvidenceHead)
+    evidence_head: bool = False
+    time: TimeSampling = TimeSampling()  # anchor times t (delta_{t,t})
 
 
 class FlowMapSamplerParams(SamplerParams):
@@ -159,8 +163,8 @@ class FlowMap(Family):
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(cond="st", input="simplex")
 
-    def build_model(self, config: BackboneConfig) -> nn.Module:
-        backbone = super().build_model(config)
+    def build_backbone(self, config: BackboneConfig) -> nn.Module:
+        backbone = super().build_backbone(config)
         return SoftmaxInput(backbone) if self.params.precondition == "softmax" else backbone
 
     # --- path ------------------------------------------------------------------------------
@@ -178,9 +182,7 @@ class FlowMap(Family):
 
     # --- training --------------------------------------------------------------------------
     def loss(self, model, x1, *, generator=None):
-        B, dev = x1.shape[0], x1.device
-        u = torch.rand((), generator=generator, device=dev, dtype=torch.float64)
-        t = (u + torch.arange(B, device=dev, dtype=torch.float64) / B) % 1.0
+        t = self.params.time.sample(x1.shape[0], generator=generator, device=x1.device)   # (B,)
         logits = model(self.interpolate(x1, t=t, generator=generator), s=t, t=t)   # (B, L, V)
         anchor = F.cross_entropy(logits.float().transpose(1, 2), x1)
         p = self.params
@@ -278,6 +280,10 @@ class FlowMap(Family):
         return solve(velocity, x0, grid, solver=params.solver).argmax(-1)
 
     # --- oracle ----------------------------------------------------------------------------
+    def model_evidence(self, x, t, s):
+        """The evidence of the state x_s, whose time is s (t for the diagonal delta_{t,t})."""
+        return self.evidence(x, t if s is None else s)
+
     def evidence(self, x_t, t):
         """log N(x_t; t e_v, (1 - t)^2 I) in v, up to a constant: t x_t[v] / (1 - t)^2, float64.
 

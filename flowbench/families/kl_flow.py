@@ -75,6 +75,7 @@ from pydantic import Field
 
 from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, time_grid
 from flowbench.families.ode import STAGES, solve, steps_for
+from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
 
 
@@ -85,6 +86,11 @@ class KLFlowParams(Params):
     noise_scale: float = Field(1.0, gt=0.0)
     # what the network reads: the simplex point x_t = softmax(l_t), or the centered logits l_t
     input: Literal["probs", "logits"] = "probs"
+    # logits = network + the position's own evidence (base.EvidenceHead): the network learns context only
+    evidence_head: bool = False
+    # training times; a family trained on [0, t_max] samples on [0, t_max] and reads the
+    # denoiser off there (KL-Flow's `max_t`), unless a sampler sets t_end
+    time: TimeSampling = TimeSampling()
 
 
 class _Decode(SamplerParams):
@@ -92,12 +98,12 @@ class _Decode(SamplerParams):
 
 
 class RandomizedParams(_Decode):
-    pass
+    t_end: float | None = Field(None, gt=0.0, le=1.0)  # time horizon; None: the trained t_max
 
 
 class ODEParams(_Decode):
     solver: Literal["euler", "midpoint", "heun", "rk4"] = "euler"
-    t_end: float = Field(1.0, gt=0.0, le=1.0)  # time horizon of the grid
+    t_end: float | None = Field(None, gt=0.0, le=1.0)  # time horizon; None: the trained t_max
 
 
 class HybridParams(ODEParams):
@@ -141,9 +147,7 @@ class KLFlow(Family):
 
     # --- training ------------------------------------------------------------------------
     def loss(self, model, x1, *, generator=None):
-        B, L = x1.shape
-        u = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
-        t = (u + torch.arange(B, device=x1.device, dtype=torch.float64) / B) % 1.0  # (B,) stratified
+        t = self.params.time.sample(x1.shape[0], generator=generator, device=x1.device)  # (B,)
         l_t = self.interpolate(x1, t, generator=generator)                             # (B, L, V)
         logits = model(self.model_input(l_t), t=t)                                     # (B, L, V)
         return F.cross_entropy(logits.float().transpose(1, 2), x1)
@@ -151,14 +155,15 @@ class KLFlow(Family):
     # --- sampling ------------------------------------------------------------------------
     def _grid(self, sampler: str, params: SamplerParams) -> tuple[torch.Tensor, int]:
         """(grid t_0..t_K (K+1,), number n_ode of leading ode steps); ValueError if no grid fits."""
+        t_end = self.params.time.t_max if params.t_end is None else params.t_end
         if sampler == "randomized":
-            return time_grid(params.nfe), 0
+            return time_grid(params.nfe, t_end=t_end), 0
         stages = STAGES[params.solver]
         if sampler == "ode":
-            grid, n_ode = time_grid(steps_for(params.nfe, params.solver), t_end=params.t_end), None
+            grid, n_ode = time_grid(steps_for(params.nfe, params.solver), t_end=t_end), None
         else:
             for K in range(1, params.nfe + 1):
-                grid = time_grid(K, t_end=params.t_end)
+                grid = time_grid(K, t_end=t_end)
                 n_ode = int((grid[:-1] < params.t_star).sum())
                 if stages * n_ode + (K - n_ode) == params.nfe:
                     break

@@ -1,0 +1,110 @@
+"""Recipe ingredients shared by the families: training-time distributions and the evidence head."""
+import math
+
+import pytest
+import torch
+
+from flowbench.config import BackboneConfig
+from flowbench.families.base import EvidenceHead
+from flowbench.families.time_sampling import TimeSampling
+from flowbench.registry import FAMILIES
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("dist", [TimeSampling(kind="uniform", low=0.1, high=0.4),
+                                  TimeSampling(kind="logit_normal", loc=-1.0, scale=0.8)])
+def test_time_samples_follow_the_declared_density(dist):
+    t = torch.cat([dist.sample(512, generator=gen(k)) for k in range(40)])  # 20480 times
+    edges = torch.linspace(0.0, 1.0, 41, dtype=torch.float64)
+    counts = torch.histc(t, bins=40, min=0.0, max=1.0)
+    # expected mass per bin: the declared density integrated by the midpoint rule on 50 sub-points
+    sub = edges[:-1, None] + (torch.arange(50) + 0.5)[None] / 50 * (edges[1] - edges[0])
+    expected = dist.density(sub.clamp(1e-9, 1 - 1e-9)).mean(1) * (edges[1] - edges[0]) * len(t)
+    assert expected.sum().item() == pytest.approx(len(t), rel=0.01)  # the density integrates to 1
+    big = expected > 20
+    chi2 = ((counts[big] - expected[big]) ** 2 / expected[big]).sum().item()
+    assert chi2 < 3 * big.sum().item(), chi2  # stratified draws sit well inside the chi-square range
+    # a wrong density (the other kind's) is far off
+    other = TimeSampling(kind="uniform") if dist.kind == "logit_normal" else TimeSampling(kind="logit_normal")
+    wrong = other.density(sub.clamp(1e-9, 1 - 1e-9)).mean(1) * (edges[1] - edges[0]) * len(t)
+    assert ((counts[big] - wrong[big]) ** 2 / wrong[big].clamp_min(1)).sum().item() > 20 * chi2
+
+
+def test_default_time_sampling_is_stratified_uniform():
+    t = TimeSampling().sample(8, generator=gen(3))
+    u = torch.rand((), generator=gen(3), dtype=torch.float64)
+    assert torch.equal(t, (u + torch.arange(8, dtype=torch.float64) / 8) % 1.0)
+
+
+def test_time_sampling_rejects_an_empty_band():
+    with pytest.raises(ValueError, match="low < high"):
+        TimeSampling(low=0.5, high=0.5)
+
+
+# --- the evidence head ---------------------------------------------------------------------------
+V, L, N = 8, 4, 6000
+
+
+def draws(name, fam, x1, t):
+    """(network input, model kwargs) of the family's path at time t (N,) for clean ids x1."""
+    g = gen(5)
+    if name == "kl_flow":
+        return fam.model_input(fam.interpolate(x1, t, generator=g)).float(), {"t": t}
+    if name == "dfm":
+        return fam.corrupt(x1, t, generator=g), {"t": t}
+    if name == "dirichlet_flow":
+        tt = fam.warp.to_t(t)
+        return fam.path(fam.prior(tuple(x1.shape), generator=g), x1, t=tt).float(), {"t": t}
+    # flow_map: delta_{s,t} from x_s; its evidence is the state's, at s (not at the target time t)
+    return fam.interpolate(x1, t=t, generator=g), {"s": t, "t": (t + 0.35).clamp(max=1.0)}
+
+
+CASES = {  # family: (params, model time) where a token is neither hopeless nor decided
+    "kl_flow": ({}, 0.1),
+    "dfm": ({"source": "uniform"}, 0.3),
+    "dirichlet_flow": ({"head": "denoiser"}, 0.3),  # the model time u = F(t), t near 1/V
+    "flow_map": ({}, 0.55),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_evidence_head_with_a_zero_network_is_the_single_position_posterior(name):
+    """With x_1 uniform and i.i.d. the single-position posterior is the Bayes predictor of x_1^i
+    from x_t^i alone: its cross-entropy on path draws beats the same logits scaled up or down
+    (a wrong t-scaling) or negated (a sign error)."""
+    params, time = CASES[name]
+    cls = FAMILIES.get(name)
+    fam = cls(params=cls.Params(evidence_head=True, **params), vocab_size=V, seq_len=L)
+    model = fam.build_model(BackboneConfig(d_model=16, n_layers=1, n_heads=2))
+    assert isinstance(model, EvidenceHead)
+    torch.nn.init.zeros_(model.net.head.weight)
+    torch.nn.init.zeros_(model.net.head.bias)
+    x1 = torch.randint(V, (N, L), generator=gen(1))
+    x, kw = draws(name, fam, x1, torch.full((N,), time, dtype=torch.float64))
+    with torch.no_grad():
+        logits = model(x, **kw).double().clamp_min(-1e4)                                    # (N, L, V)
+    assert torch.isfinite(logits.gather(-1, x1[..., None])).all()
+
+    def ce(scale):
+        return -(scale * logits).log_softmax(-1).gather(-1, x1[..., None]).mean().item()
+
+    best = ce(1.0)
+    assert best < math.log(V) - 0.2, best                 # informative: well below a blind guess
+    for scale in (0.7, 1.4, -1.0):
+        assert ce(scale) > best + 0.01, (scale, ce(scale), best)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_evidence_head_off_builds_the_plain_backbone(name):
+    cls = FAMILIES.get(name)
+    fam = cls(params=cls.Params(**CASES[name][0]), vocab_size=V, seq_len=L)
+    assert not isinstance(fam.build_model(BackboneConfig(d_model=16, n_layers=1, n_heads=2)), EvidenceHead)
+
+
+def test_dirichlet_evidence_head_needs_the_denoiser_head():
+    cls = FAMILIES.get("dirichlet_flow")
+    with pytest.raises(ValueError, match="head='denoiser'"):
+        cls.Params(evidence_head=True, head="velocity")
