@@ -95,7 +95,8 @@ class Block(nn.Module):
 
 
 class Backbone(nn.Module):
-    """x (B, L) ids or (B, L, V) floats, optional t and s (B,) -> logits (B, L, V)."""
+    """x (B, L) ids or (B, L, V) floats, optional t and s (B,) and self-conditioning estimate
+    x1_hat (B, L, V) -> logits (B, L, V)."""
 
     def __init__(self, *, spec: BackboneSpec, config: BackboneConfig, vocab_size: int, seq_len: int):
         super().__init__()
@@ -104,6 +105,11 @@ class Backbone(nn.Module):
             self.embed = nn.Embedding(vocab_size + spec.extra_tokens, d)
         else:
             self.embed = nn.Linear(vocab_size, d, bias=False)
+        # self-conditioning: the previous estimate of x_1 (B, L, V) through a map that starts at
+        # zero, so a zero estimate (or none) leaves the plain network's output unchanged
+        self.self_cond = nn.Linear(vocab_size, d, bias=False) if spec.self_cond else None
+        if self.self_cond is not None:
+            nn.init.zeros_(self.self_cond.weight)
         self.pos = None
         if config.positions == "rotary":  # fixed tables, built once: (L, head_dim / 2) each
             cos, sin = rotary_tables(seq_len, d // config.n_heads, device="cpu")
@@ -123,11 +129,15 @@ class Backbone(nn.Module):
         self.head = nn.Linear(d, vocab_size)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
-                s: torch.Tensor | None = None) -> torch.Tensor:
+                s: torch.Tensor | None = None, x1_hat: torch.Tensor | None = None) -> torch.Tensor:
         if self.spec.input == "simplex":
             x = x.to(self.embed.weight.dtype)
         L = x.shape[1]
         h = self.embed(x)  # (B, L, C)
+        if x1_hat is not None:
+            if self.self_cond is None:
+                raise ValueError("this backbone was built without self-conditioning (BackboneSpec.self_cond)")
+            h = h + self.self_cond(x1_hat.to(h.dtype))
         rope = None
         if self.pos is not None:
             h = h + self.pos[:L]

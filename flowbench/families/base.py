@@ -27,12 +27,14 @@ class BackboneSpec:
     cond:         'none', 't' or 'st' (adaLN conditioning on nothing, t, or (s, t)).
     input:        'tokens' (ids, with `extra_tokens` ids after the vocabulary, e.g. a mask)
                   or 'simplex' (an L x V float input through a linear map: probabilities or logits).
+    self_cond:    the network also reads its previous estimate of x_1 (`x1_hat=`, (B, L, V)).
     """
 
     causal: bool = False
     cond: Literal["none", "t", "st"] = "none"
     input: Literal["tokens", "simplex"] = "tokens"
     extra_tokens: int = 0
+    self_cond: bool = False
 
 
 class Params(BaseModel):
@@ -70,6 +72,9 @@ class Family:
         self.params = params
         self.vocab_size = vocab_size
         self.seq_len = seq_len
+        self.self_cond_rate = float(getattr(params, "self_cond", 0.0))
+        if self.self_cond_rate:  # one more forward pass (no backward) on every batch
+            self.train_cost = type(self).train_cost + 1.0 / 3.0
 
     # --- model -------------------------------------------------------------------------
     def backbone_spec(self) -> BackboneSpec:
@@ -97,6 +102,33 @@ class Family:
         """Scalar training loss on a batch of clean token ids x1 (B, L)."""
         raise NotImplementedError
 
+    def self_conditioned(self, model, x: torch.Tensor, *, generator: torch.Generator | None,
+                         **times) -> torch.Tensor:
+        """Training call with self-conditioning (Chen et al., Analog Bits, arXiv 2208.04202):
+        a first pass without it (no gradient) estimates x_1; with probability `self_cond` per
+        sequence that estimate, softmax of the first pass, conditions the second pass, else
+        zeros do. Without self_cond this is model(x, **times)."""
+        if not self.self_cond_rate:
+            return model(x, **times)
+        with torch.no_grad():
+            x1_hat = model(x, **times).float().softmax(-1)                       # (B, L, V)
+        keep = torch.rand(x.shape[0], generator=generator, device=x.device) < self.self_cond_rate
+        return model(x, **times, x1_hat=x1_hat * keep[:, None, None])
+
+    def sampling_model(self, model: Callable) -> Callable:
+        """The network as a sampler calls it: with self-conditioning, each call reads the
+        previous call's estimate of x_1 (none at the first). A new one per sample() call."""
+        if not self.self_cond_rate:
+            return model
+        prev: list[torch.Tensor | None] = [None]
+
+        def call(x, **times):
+            out = model(x, **times, x1_hat=prev[0])
+            prev[0] = out.float().softmax(-1)
+            return out
+
+        return call
+
     # --- sampling ------------------------------------------------------------------------
     def check_sampler(self, sampler: str, params: SamplerParams) -> None:
         """Raise ValueError (one line) if the sampler cannot run with these parameters."""
@@ -118,7 +150,8 @@ class Family:
 
         Default: the network predicts clean-token logits, so the oracle returns the log posterior."""
 
-        def model(x_t: torch.Tensor, t: torch.Tensor | None = None, s: torch.Tensor | None = None):
+        def model(x_t: torch.Tensor, t: torch.Tensor | None = None, s: torch.Tensor | None = None,
+                  x1_hat=None):  # the exact posterior needs no estimate of x_1
             return posterior(self.evidence(x_t, t))
 
         return model
@@ -141,8 +174,8 @@ class EvidenceHead(nn.Module):
         self.net, self.evidence = net, evidence
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
-                s: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.net(x, t=t, s=s)                                       # (B, L, V)
+                s: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        out = self.net(x, t=t, s=s, **kw)                                 # (B, L, V)
         with torch.no_grad():
             ev = self.evidence(x, t, s)                                   # (B, L, V) float64
             ev = ev - ev.amax(-1, keepdim=True).clamp_min(-1e30)          # per-position constant

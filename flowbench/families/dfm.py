@@ -100,6 +100,9 @@ class DFMParams(Params):
     # that is log1p(V kappa / (1 - kappa)) at the observed token (arXiv 2605.22765)
     evidence_head: bool = False
     time: TimeSampling = TimeSampling()  # training times (before the eps clamp)
+    # probability that a training batch row reads the network's own first-pass estimate of x_1
+    # (base.Family.self_conditioned; Plaid uses 0.25, CDCD 0.5); samplers always feed it back
+    self_cond: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class EulerParams(SamplerParams):
@@ -124,9 +127,10 @@ class DFM(Family):
         return self.params.source == "mask"
 
     def backbone_spec(self) -> BackboneSpec:
+        sc = self.self_cond_rate > 0
         if self.masked_source:
-            return BackboneSpec(cond="none", input="tokens", extra_tokens=1)
-        return BackboneSpec(cond="t", input="tokens")
+            return BackboneSpec(cond="none", input="tokens", extra_tokens=1, self_cond=sc)
+        return BackboneSpec(cond="t", input="tokens", self_cond=sc)
 
     # --- path ----------------------------------------------------------------------------
     def source_sample(self, shape: tuple[int, ...], *, generator: torch.Generator | None,
@@ -154,7 +158,7 @@ class DFM(Family):
         eps = self.params.eps
         t = self.params.time.sample(B, generator=generator, device=x1.device).clamp(eps, 1 - eps)  # (B,)
         x_t = self.corrupt(x1, t, generator=generator)
-        log_p = F.log_softmax(model(x_t, t=t).float(), dim=-1)  # (B, L, V)
+        log_p = F.log_softmax(self.self_conditioned(model, x_t, generator=generator, t=t).float(), dim=-1)
         nll = -log_p.gather(-1, x1[..., None]).squeeze(-1)  # (B, L)
         if self.masked_source:
             per_pos = nll * (x_t == self.mask_id)  # unmasked positions: posterior is delta_{x_t}
@@ -190,6 +194,7 @@ class DFM(Family):
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
         self.check_sampler(sampler, params)
+        model = self.sampling_model(model)
         device = generator.device
         x = self.source_sample((n, self.seq_len), generator=generator, device=device)  # (n, L)
         grid = time_grid(params.nfe).to(device)  # (nfe + 1,) float64

@@ -94,11 +94,14 @@ class DirichletFlowParams(Params):
     warp_spread: float = Field(1.0, gt=0)                # logit: scale of the logistic logit(t)
     # denoiser head only: logits = network + the position's own evidence (base.EvidenceHead)
     evidence_head: bool = False
+    # probability that a training batch row reads the network's own first-pass estimate of x_1
+    # (base.Family.self_conditioned; Plaid uses 0.25, CDCD 0.5); samplers always feed it back
+    self_cond: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _evidence_needs_denoiser(self):
-        if self.evidence_head and self.head != "denoiser":
-            raise ValueError("evidence_head adds log-likelihoods to logits: it needs head='denoiser'")
+        if (self.evidence_head or self.self_cond) and self.head != "denoiser":
+            raise ValueError("evidence_head and self_cond read the output as logits: they need head='denoiser'")
         return self
 
 
@@ -184,7 +187,7 @@ class DirichletFlow(Family):
         self.warp = TimeWarp(p.time_warp, power=p.warp_power, center=center, spread=p.warp_spread)
 
     def backbone_spec(self) -> BackboneSpec:
-        return BackboneSpec(cond="t", input="simplex")
+        return BackboneSpec(cond="t", input="simplex", self_cond=self.self_cond_rate > 0)
 
     # --- path and training ---------------------------------------------------------------------
     def prior(self, shape: tuple[int, ...], *, generator: torch.Generator) -> torch.Tensor:
@@ -211,7 +214,7 @@ class DirichletFlow(Family):
         pi0 = self.prior((B, L), generator=generator)                                 # (B, L, V)
         t = self.warp.to_t(u)
         x_t = self.path(pi0, x1, t=t)                                                 # (B, L, V)
-        out = model(x_t.float(), t=u.float()).float()                                 # (B, L, V)
+        out = self.self_conditioned(model, x_t.float(), generator=generator, t=u.float()).float()  # (B, L, V)
         if self.params.head == "velocity":
             return ((out - self.velocity_target(pi0, x1).float()) ** 2).sum(-1).mean()
         return F.cross_entropy(out.transpose(1, 2), x1)
@@ -237,6 +240,7 @@ class DirichletFlow(Family):
     def sample(self, model, *, n, sampler, params, generator):
         self.check_sampler(sampler, params)
         device = generator.device
+        model = self.sampling_model(model)
         x0 = self.prior((n, self.seq_len), generator=generator)                      # (n, L, V)
         grid = time_grid(steps_for(params.nfe, params.solver), kind=params.grid, warp=self.warp,
                          power=params.grid_power, t_end=params.t_end).to(device)
@@ -273,7 +277,7 @@ class DirichletFlow(Family):
         """The exact posterior in the network's output convention: log mu for the denoiser head,
         (mu - x) / (1 - t) for the velocity head; the model time u = F(t) is mapped back to t."""
 
-        def model(x, t=None, s=None):
+        def model(x, t=None, s=None, x1_hat=None):  # the exact posterior needs no estimate of x_1
             tt = self.warp.to_t(t)                                           # (B,)
             log_mu = posterior(self.evidence(x, tt))                         # (B, L, V)
             if self.params.head == "denoiser":

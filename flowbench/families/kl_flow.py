@@ -91,6 +91,9 @@ class KLFlowParams(Params):
     # training times; a family trained on [0, t_max] samples on [0, t_max] and reads the
     # denoiser off there (KL-Flow's `max_t`), unless a sampler sets t_end
     time: TimeSampling = TimeSampling()
+    # probability that a training batch row reads the network's own first-pass estimate of x_1
+    # (base.Family.self_conditioned; Plaid uses 0.25, CDCD 0.5); samplers always feed it back
+    self_cond: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class _Decode(SamplerParams):
@@ -121,7 +124,7 @@ class KLFlow(Family):
         self.delta = math.log1p((1 - beta) * V / beta)  # logit gap of a smoothed one-hot
 
     def backbone_spec(self) -> BackboneSpec:
-        return BackboneSpec(cond="t", input="simplex")
+        return BackboneSpec(cond="t", input="simplex", self_cond=self.self_cond_rate > 0)
 
     # --- path ----------------------------------------------------------------------------
     def target_logits(self, x1: torch.Tensor) -> torch.Tensor:
@@ -149,7 +152,7 @@ class KLFlow(Family):
     def loss(self, model, x1, *, generator=None):
         t = self.params.time.sample(x1.shape[0], generator=generator, device=x1.device)  # (B,)
         l_t = self.interpolate(x1, t, generator=generator)                             # (B, L, V)
-        logits = model(self.model_input(l_t), t=t)                                     # (B, L, V)
+        logits = self.self_conditioned(model, self.model_input(l_t), generator=generator, t=t)  # (B, L, V)
         return F.cross_entropy(logits.float().transpose(1, 2), x1)
 
     # --- sampling ------------------------------------------------------------------------
@@ -194,6 +197,7 @@ class KLFlow(Family):
     def trajectory(self, model, *, n: int, sampler: str, params: SamplerParams,
                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Run a sampler without decoding: (final state (n, L, V), last log P(x_1 | x_t) (n, L, V))."""
+        model = self.sampling_model(model)
         grid, n_ode = self._grid(sampler, params)
         device = generator.device
         grid = grid.to(device)

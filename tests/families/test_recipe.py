@@ -106,5 +106,59 @@ def test_evidence_head_off_builds_the_plain_backbone(name):
 
 def test_dirichlet_evidence_head_needs_the_denoiser_head():
     cls = FAMILIES.get("dirichlet_flow")
-    with pytest.raises(ValueError, match="head='denoiser'"):
+    with pytest.raises(ValueError, match="need head=.denoiser."):
         cls.Params(evidence_head=True, head="velocity")
+
+
+# --- self-conditioning ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name,params", [("kl_flow", {}), ("dfm", {"source": "uniform"}),
+                                         ("dirichlet_flow", {"head": "denoiser"})])
+def test_self_conditioning_with_a_zero_estimate_is_the_plain_model(name, params):
+    cls = FAMILIES.get(name)
+    config = BackboneConfig(d_model=16, n_layers=1, n_heads=2)
+    fam = cls(params=cls.Params(self_cond=0.5, **params), vocab_size=V, seq_len=L)
+    model = fam.build_model(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x1 = torch.randint(V, (32, L), generator=gen(1))
+    for step in range(3):  # trained a little, so the self-conditioning map is no longer zero
+        loss = fam.loss(model, x1, generator=gen(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.self_cond.weight.abs().sum() > 0
+    plain = cls(params=cls.Params(**params), vocab_size=V, seq_len=L).build_model(config)
+    missing = plain.load_state_dict(model.state_dict(), strict=False)
+    assert missing.unexpected_keys == ["self_cond.weight"] and not missing.missing_keys
+    x, kw = draws(name, fam, x1, torch.full((32,), 0.3, dtype=torch.float64))
+    with torch.no_grad():
+        zero = model(x, **kw, x1_hat=torch.zeros(32, L, V))
+        estimate = model(x, **kw, x1_hat=torch.softmax(zero, -1))
+        assert torch.equal(zero, plain(x, **kw))
+        assert torch.equal(zero, model(x, **kw))
+        assert not torch.allclose(estimate, zero)
+
+
+def test_samplers_feed_the_previous_estimate_back():
+    fam = FAMILIES.get("dfm")(params=FAMILIES.get("dfm").Params(source="uniform", self_cond=0.5),
+                              vocab_size=V, seq_len=L)
+    seen, outputs = [], []
+
+    def net(x, t=None, s=None, x1_hat=None):
+        seen.append(x1_hat)
+        outputs.append(torch.randn(x.shape[0], L, V, generator=gen(len(seen))))
+        return outputs[-1]
+
+    fam.sample(net, n=3, sampler="euler", params=fam.samplers["euler"](nfe=3), generator=gen())
+    assert seen[0] is None and len(seen) == 3
+    for prev_out, estimate in zip(outputs, seen[1:]):
+        assert torch.allclose(estimate, prev_out.softmax(-1))
+    seen.clear()
+    fam.sample(net, n=3, sampler="euler", params=fam.samplers["euler"](nfe=2), generator=gen())
+    assert seen[0] is None  # a new sample() starts from no estimate
+
+
+def test_self_conditioning_costs_a_third_of_a_pass_more():
+    cls = FAMILIES.get("kl_flow")
+    plain = cls(params=cls.Params(), vocab_size=V, seq_len=L)
+    sc = cls(params=cls.Params(self_cond=0.25), vocab_size=V, seq_len=L)
+    assert sc.train_cost == pytest.approx(plain.train_cost + 1 / 3)
