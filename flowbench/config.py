@@ -97,7 +97,7 @@ class SamplerEntry(BaseModel):
 
 class RunEntry(Frozen):
     family: str
-    params: dict[str, Any] = {}
+    params: dict[str, Any] | list[dict[str, Any]] = {}  # a list: several grids (e.g. an ablation's rows)
     train: dict[str, Any] = {}  # overrides of the suite's train section for this family
     denoiser: list[Literal["trained", "oracle"]] = ["trained"]
     samplers: list[SamplerEntry]

@@ -102,7 +102,8 @@ def plan(suite: Suite, *, only: dict[str, str] | None = None) -> list[Point]:
         if set(BUDGETS) & set(run.train):  # a run's own budget replaces the suite's
             train_dict = {k: v for k, v in train_dict.items() if k not in BUDGETS}
         trains = [check(TrainConfig, t, f"{where}.train") for t in grid({**train_dict, **run.train})]
-        for params_dict in grid(run.params):
+        grids = run.params if isinstance(run.params, list) else [run.params]
+        for params_dict in (p for g in grids for p in grid(g)):
             params = check(cls.Params, params_dict, f"{where}.params")
             for seed, train in itertools.product(suite.seeds, trains):
                 spec = ModelSpec(family=run.family, params=params, train=train, seed=seed, suite=suite)
