@@ -53,6 +53,12 @@ class ModelSpec:
         return config_hash(self.identity())
 
     @property
+    def step_cost(self) -> float:
+        """Backbone passes of one training step (Family.train_cost, which params may change)."""
+        cls = FAMILIES.get(self.family)
+        return cls(params=self.params, vocab_size=2, seq_len=self.suite.corpus.seq_len).train_cost
+
+    @property
     def label(self) -> str:
         return f"{self.family}-{self.key[:6]}"
 

@@ -92,7 +92,7 @@ def train_all(specs: list[ModelSpec], *, jobs: int, progress: bool) -> None:
 
 def _cost(spec: ModelSpec) -> float:
     """Relative training cost, to start the longest jobs first."""
-    cost = FAMILIES.get(spec.family).train_cost
+    cost = spec.step_cost
     return cost * spec.train.total_steps(spec.suite.corpus.seq_len, cost=cost)
 
 

@@ -21,10 +21,19 @@ def suite_file(tmp_path, **changes) -> Path:
     return path
 
 
+def test_step_costs_count_the_backbone_work():
+    V, L = 8, 4
+    flow_map = FAMILIES.get("flow_map")
+    assert flow_map(params=flow_map.Params(), vocab_size=V, seq_len=L).train_cost == pytest.approx(8 / 3)
+    assert flow_map(params=flow_map.Params(distill="none"), vocab_size=V, seq_len=L).train_cost == 1.0
+    mdlm = FAMILIES.get("mdlm")
+    assert mdlm(params=mdlm.Params(), vocab_size=V, seq_len=L).train_cost == 1.0
+
+
 def test_passes_budget_divides_by_the_declared_step_cost():
     config = TrainConfig(passes=300)
     assert config.total_steps(32, cost=1.0) == 300
-    assert config.total_steps(32, cost=FAMILIES.get("flow_map").train_cost) == 100
+    assert config.total_steps(32, cost=3.0) == 100
     assert TrainConfig(tokens=64 * 32 * 10).total_steps(32) == 10
     with pytest.raises(ValueError, match="exactly one budget"):
         TrainConfig(steps=3, passes=3)
@@ -33,13 +42,13 @@ def test_passes_budget_divides_by_the_declared_step_cost():
 def test_train_fields_are_sweep_axes(tmp_path):
     runs = [{"family": "mdlm", "train": {"steps": [2, 4]}, "samplers": [{"sampler": "ancestral", "nfe": [1, 2]}]},
             {"family": "flow_map", "samplers": [{"sampler": "flow_map", "nfe": 1}]}]
-    suite = load_suite(suite_file(tmp_path, train={**SMOKE["train"], "steps": None, "passes": [3, 6]}, runs=runs))
+    suite = load_suite(suite_file(tmp_path, train={**SMOKE["train"], "steps": None, "passes": [8, 16]}, runs=runs))
     points = plan(suite)
     mdlm_steps = sorted({p.model.train.steps for p in points if p.model.family == "mdlm"})
     assert mdlm_steps == [2, 4]  # the run's own budget replaces the suite's passes axis
-    flow_map = sorted(p.model.train.total_steps(8, cost=FAMILIES.get("flow_map").train_cost)
+    flow_map = sorted(p.model.train.total_steps(8, cost=p.model.step_cost)
                       for p in points if p.model.family == "flow_map")
-    assert flow_map == [1, 2]  # 3 and 6 passes at three passes a step
+    assert flow_map == [3, 6]  # 8 and 16 passes at 8/3 passes a step (psd distillation)
     assert len({p.model.key for p in points}) == 4
 
 

@@ -158,7 +158,15 @@ class SoftmaxInput(nn.Module):
 class FlowMap(Family):
     Params = FlowMapParams
     samplers = {"flow_map": FlowMapSamplerParams, "euler": EulerSamplerParams}
-    train_cost = 3.0  # the anchor plus the self-distillation targets: about three passes a step
+    # backbone work of one step, in forward + backward passes (a backward counted as two
+    # forwards): anchor 1; psd: target 2 forwards without gradient + prediction 1 = 8/3 in all;
+    # lsd: the jvp (primal and tangent, with gradient) about 2 + target 1/3 = 10/3
+    DISTILL_COST = {"none": 1.0, "psd": 8.0 / 3.0, "lsd": 10.0 / 3.0}
+    train_cost = DISTILL_COST["psd"]
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.train_cost = self.DISTILL_COST[self.params.distill if self.params.distill_weight else "none"]
 
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(cond="st", input="simplex")
