@@ -1,6 +1,6 @@
 """Discrete Flow Matching (DFM, Gat et al. 2024): a CTMC along a per-position mixture path.
 
-Seed: /work/shared/seeds/001_3fff019ea56c65fa.txt ("Discrete Flow Matching"). Time convention as in
+Seed: 001_3fff019ea56c65fa.txt ("Discrete Flow Matching"). Time convention as in
 docs/conventions.md: x_0 is the source (noise), x_1 the data, t runs from 0 to 1.
 
 Probability path. Per position i, with a source token x_0^i and a scheduler kappa_t,

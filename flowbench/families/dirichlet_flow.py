@@ -1,4 +1,4 @@
-"""Dirichlet flow matching on the probability simplex (seed: /work/shared/seeds/000_*.txt, with
+"""Dirichlet flow matching on the probability simplex (seed: 000_*.txt, with
 the variational view of 002_*.txt).
 
 Every position carries a point of the simplex S_{V-1}; the sequence state is Pi (L, V). With z the

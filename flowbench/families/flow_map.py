@@ -1,6 +1,6 @@
 """Categorical flow map: a two-time mean denoiser on the simplex, trained by self-distillation.
 
-Seeds: /work/shared/seeds/002_*.txt (variational flow matching, categorical flow maps) and
+Seeds: 002_*.txt (variational flow matching, categorical flow maps) and
 003_*.txt (flow maps, mean denoiser, semigroup condition). Time: t = 0 noise, t = 1 data.
 
 Path. Each token is a one-hot e_v in R^V; noise is Gaussian in that space, per position:

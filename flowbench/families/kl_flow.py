@@ -1,5 +1,5 @@
 """KL-geodesic flow matching in logit space (Sevriugov & Oseledets 2024, arXiv 2411.16821;
-seed: /work/shared/seeds/004_9295f9b677f44bb2.txt).
+seed: 004_9295f9b677f44bb2.txt).
 
 Tokens and path. A clean token v is the beta-smoothed one-hot x_1(v) = (1 - beta) e_v + beta / V.
 The path between a noise point x_0 and x_1 is the KL geodesic of the simplex, i.e. a straight
