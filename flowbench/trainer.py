@@ -2,7 +2,9 @@
 
 The loop knows only `family.loss(model, x1)`; what a family does with the batch is its own.
 Checkpoints are written atomically (temp file + rename) and hold the resolved config, so a
-checkpoint explains itself and an interrupted run resumes from the last one.
+checkpoint explains itself and an interrupted run resumes from the last one. A resumed run is the
+same run: the batch order is a function of (seed, step), and the checkpoint holds every other
+state the loop draws on (noise and global RNGs, optimiser, schedule, EMA, history, running loss).
 """
 from __future__ import annotations
 
@@ -45,12 +47,21 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to retrain") from None
 
 
-def batches(data: torch.Tensor, batch_size: int, generator: torch.Generator):
-    """Endless shuffled mini-batches (epochs of a random permutation)."""
+def batches(data: torch.Tensor, batch_size: int, *, seed: int, start: int = 0):
+    """Endless shuffled mini-batches from batch number `start` on.
+
+    Epoch e is the e-th permutation drawn from a generator seeded with `seed`, so batch k depends
+    on (seed, k) alone and a resumed run needs no saved state to see the batches it would have seen."""
+    per_epoch = len(data) // batch_size
+    gen = torch.Generator().manual_seed(seed)
+    epoch, skip = divmod(start, per_epoch)
+    for _ in range(epoch):  # the permutations of the epochs already trained on
+        torch.randperm(len(data), generator=gen)
     while True:
-        perm = torch.randperm(len(data), generator=generator)
-        for i in range(0, len(perm) - batch_size + 1, batch_size):
-            yield data[perm[i:i + batch_size]]
+        perm = torch.randperm(len(data), generator=gen)
+        for b in range(skip, per_epoch):
+            yield data[perm[b * batch_size:(b + 1) * batch_size]]
+        skip = 0
 
 
 @torch.no_grad()
@@ -84,9 +95,8 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
     sched = get_cosine_schedule_with_warmup(opt, min(config.warmup_steps, total), total)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
            if config.ema > 0 else None)
-    data_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    step, history = 0, []
+    step, history, loss_avg, seconds = 0, [], None, 0.0
 
     if checkpoint.exists():
         state = load_checkpoint(checkpoint)
@@ -97,29 +107,32 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
         sched.load_state_dict(state["scheduler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        data_gen.set_state(state["data_rng"])
         noise_gen.set_state(state["noise_rng"])
+        if state.get("torch_rng") is not None:  # the global RNG: dropout (older checkpoints lack it)
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         step, history = state["step"], state["history"]
+        loss_avg, seconds = state.get("loss_avg"), state.get("seconds", 0.0)
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and config.bf16 else nullcontext())
-    stream = batches(train_data, config.batch_size, data_gen)
-    # Fast-forward the data stream so a resumed run sees the batches it would have seen.
-    for _ in range(step):
-        next(stream)
+    stream = batches(train_data, config.batch_size, seed=seed, start=step)
 
     def snapshot(done: bool) -> dict:
         weights = (ema.module if ema is not None else model).state_dict()
         return {"model": model.state_dict(), "weights": copy.deepcopy(weights),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
-                "data_rng": data_gen.get_state(), "noise_rng": noise_gen.get_state(),
-                "step": step, "history": history, "done": done, "meta": meta,
+                "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "step": step, "history": history, "loss_avg": loss_avg, "done": done, "meta": meta,
+                "seconds": time.perf_counter() - t0,  # training wall time; lost work is not counted
                 "train_tokens": step * config.batch_size * seq_len}
 
     bar = tqdm(total=total, initial=step, desc=meta.get("label", "train"), position=position,
                disable=not progress, dynamic_ncols=True, leave=True)
-    t0, loss_avg = time.perf_counter(), None
+    t0 = time.perf_counter() - seconds
     while step < total:
         x1 = next(stream).to(device)
         with autocast:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flowbench import runner, trainer
 from flowbench.__main__ import main
 from flowbench.config import SuiteError, load_suite
 from flowbench.plan import plan
@@ -18,6 +19,15 @@ SMOKE = Path(__file__).parents[1] / "suites" / "smoke.yaml"
 def rows(csv_path):
     with open(csv_path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+TIMING = {"samples_per_s", "tokens_per_s", "latency_s", "peak_mem_mb", "timestamp"}
+
+
+def by_key(csv_path, columns=None):
+    """row_key -> the row's values in `columns` (default: every column but timing and timestamp)."""
+    return {r["row_key"]: {k: v for k, v in r.items() if (k in columns if columns else k not in TIMING)}
+            for r in rows(csv_path)}
 
 
 def test_smoke_suite_end_to_end_and_no_duplicates(tmp_path):
@@ -55,6 +65,51 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
     again = rows(csv_path)
     assert sorted(r["row_key"] for r in again) == sorted(r["row_key"] for r in complete)
     assert [p.stat().st_mtime_ns for p in ckpts] == mtimes  # finished models were reused
+    metrics = ("gen_ppl", "val_loss", "entropy")
+    assert by_key(csv_path, metrics) == {r["row_key"]: {m: r[m] for m in metrics} for r in complete}
+
+
+class Killed(Exception):
+    """Stands in for kill -9 in the middle of training."""
+
+
+def test_training_killed_between_checkpoints_gives_the_same_leaderboard(tmp_path, monkeypatch):
+    """Every model is killed after 6 of 12 steps (last checkpoint at 4) and the run started again
+    until it finishes: every row equals that of an uninterrupted run in another cache and folder."""
+    suite = write_suite(tmp_path, **{
+        "train": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "eval_every": 4,
+                  "checkpoint_every": 4, "val_sequences": 16},
+        "runs": [{"family": "kl_flow", "samplers": [{"sampler": "ode", "nfe": [2]}]},
+                 {"family": "dfm", "params": {"source": "uniform"},
+                  "samplers": [{"sampler": "euler", "nfe": [1, 2]}]}]})
+    monkeypatch.setenv("FLOWBENCH_CACHE", str(tmp_path / "cache-uninterrupted"))
+    reference = by_key(run_suite(suite, out=tmp_path / "uninterrupted", jobs=1, progress=False))
+
+    def dies_on_first_attempt(*, family, checkpoint, **kw):
+        if not checkpoint.exists():
+            loss, steps = family.loss, 0
+
+            def dying_loss(model, x1, **kw):
+                nonlocal steps
+                steps += model.training  # validation calls the loss too, in eval mode
+                if steps > 6:
+                    raise Killed
+                return loss(model, x1, **kw)
+
+            family.loss = dying_loss
+        return trainer.train(family=family, checkpoint=checkpoint, **kw)
+
+    monkeypatch.setenv("FLOWBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runner, "train", dies_on_first_attempt)
+    kills = 0
+    while True:
+        try:
+            csv_path = run_suite(suite, out=tmp_path / "out", jobs=1, progress=False)
+            break
+        except Killed:
+            kills += 1
+    assert kills == 2  # each model once
+    assert len(reference) == 3 and by_key(csv_path) == reference
 
 
 def write_suite(tmp_path, **changes):

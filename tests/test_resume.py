@@ -1,0 +1,101 @@
+"""A resumed training is the same training: stopping anywhere and starting again reproduces the
+uninterrupted run bit for bit on the CPU (weights, raw weights, validation and train-loss history)."""
+import pytest
+import torch
+
+from flowbench.config import BackboneConfig, TrainConfig
+from flowbench.data.language import HMMLanguage
+from flowbench.registry import FAMILIES
+from flowbench.trainer import train
+
+STEPS = 12
+# 40 sequences of batch 8: a new permutation every 5 steps; checkpoints at 3, 6, 9; evals at 4, 8, 12
+TRAIN = dict(steps=STEPS, batch_size=8, warmup_steps=2, checkpoint_every=3, eval_every=4,
+             val_sequences=16)
+CASES = {  # families whose loss draws noise; the last adds dropout (global RNG) and an EMA copy
+    "kl_flow": ("kl_flow", {}, 0.0, 0.0),
+    "dfm-uniform": ("dfm", {"source": "uniform"}, 0.0, 0.0),
+    "dfm-uniform-dropout-ema": ("dfm", {"source": "uniform"}, 0.1, 0.9),
+}
+
+
+class Killed(Exception):
+    """Stands in for kill -9: the process stops wherever it is."""
+
+
+@pytest.fixture(scope="module")
+def language():
+    return HMMLanguage(seq_len=8, seed=0)  # like suites/smoke.yaml
+
+
+def run(case, language, checkpoint, *, die_at=None):
+    """Train (or resume) like the runner does; die_at=k dies after k training steps of this call."""
+    name, params, dropout, ema = CASES[case]
+    cls = FAMILIES.get(name)
+    family = cls(params=cls.Params(**params), vocab_size=language.vocab_size, seq_len=language.seq_len)
+    if die_at is not None:
+        loss, steps = family.loss, 0
+
+        def dying_loss(model, x1, **kw):
+            nonlocal steps
+            if model.training:  # validation calls the loss too, in eval mode
+                steps += 1
+                if steps > die_at:
+                    raise Killed
+            return loss(model, x1, **kw)
+
+        family.loss = dying_loss
+    torch.set_flush_denormal(True)  # as the runner does: denormals make CPU kernels crawl
+    torch.manual_seed(123)  # a new process: the global RNG is wherever it is
+    model = family.build_model(BackboneConfig(d_model=32, n_layers=1, n_heads=2, dropout=dropout))
+    return train(family=family, model=model, train_data=language.split("train", 40),
+                 val_data=language.split("validation", 16), config=TrainConfig(ema=ema, **TRAIN),
+                 seed=0, checkpoint=checkpoint, meta={}, device=torch.device("cpu"), progress=False)
+
+
+def without_seconds(history):  # wall time may differ
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def assert_same_training(resumed, reference):
+    for key in ("weights", "model"):
+        assert resumed[key].keys() == reference[key].keys()
+        for name, tensor in reference[key].items():
+            assert torch.equal(resumed[key][name], tensor), (key, name)
+    assert [h["step"] for h in reference["history"]] == [4, 8, 12]
+    assert without_seconds(resumed["history"]) == without_seconds(reference["history"])
+    assert (resumed["step"], resumed["train_tokens"]) == (reference["step"], reference["train_tokens"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(language, tmp_path_factory):
+    cache = {}
+
+    def get(case):
+        if case not in cache:
+            cache[case] = run(case, language, tmp_path_factory.mktemp("reference") / f"{case}.pt")
+        return cache[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("die_at", [STEPS // 2, 10], ids=lambda k: f"killed-after-step-{k}")
+def test_resumed_training_equals_uninterrupted(tmp_path, language, uninterrupted, case, die_at):
+    """Killed right after the checkpoint at N/2, or between checkpoints (10: the last one is at 9)."""
+    reference = uninterrupted(case)
+    checkpoint = tmp_path / "resumed.pt"
+    with pytest.raises(Killed):
+        run(case, language, checkpoint, die_at=die_at)
+    assert torch.load(checkpoint, weights_only=True)["step"] == die_at // 3 * 3  # the last checkpoint
+    assert_same_training(run(case, language, checkpoint), reference)
+
+
+def test_resuming_twice_equals_uninterrupted(tmp_path, language, uninterrupted):
+    reference = uninterrupted("kl_flow")
+    checkpoint = tmp_path / "resumed.pt"
+    for last_checkpoint in (3, 6):  # dies after step 4; resumes from 3 and dies after step 7
+        with pytest.raises(Killed):
+            run("kl_flow", language, checkpoint, die_at=4)
+        assert torch.load(checkpoint, weights_only=True)["step"] == last_checkpoint
+    assert_same_training(run("kl_flow", language, checkpoint), reference)
