@@ -21,7 +21,9 @@ from flowbench.registry import FAMILIES
 
 class KVCacheParams(SamplerParams):
     nfe: int | None = None  # must equal L; None means L
+    # logits are divided by it before each draw (1: the model's own distribution)
     temperature: float = Field(1.0, gt=0)
+    # nucleus: draw among the smallest set of tokens whose probability reaches top_p (1: all)
     top_p: float = Field(1.0, gt=0, le=1)
 
 

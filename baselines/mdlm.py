@@ -68,6 +68,7 @@ SCHEDULES = {"loglinear": LogLinearSchedule, "linear": LinearSigmaSchedule}
 
 
 class MDLMParams(Params):
+    # kappa_t: loglinear t (MDLM's default) or linear exp(-sigma(1 - t)) (module docstring)
     schedule: Literal["loglinear", "linear"] = "loglinear"
     eps: float = 1e-3  # t is clamped to [0, 1 - eps] in the loss
 

@@ -1,34 +1,54 @@
-"""Command line: `python -m flowbench list` and `python -m flowbench run SUITE.yaml`."""
+"""Command line: `python -m flowbench list`, `run SUITE.yaml` and `compare RUN REFERENCE`."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+INCLUDE_HELP = ("a .py module or a folder of modules registering families, corpora, judges or "
+                "metrics from outside the package (repeatable; also loaded by every worker)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="print every registered family, corpus, judge and metric")
+    ls = sub.add_parser("list", help="print every registered family, corpus, judge and metric")
+    ls.add_argument("--verbose", "-v", action="store_true",
+                    help="each family's parameters and samplers with defaults and descriptions")
+    ls.add_argument("--include", action="append", default=[], metavar="PATH", help=INCLUDE_HELP)
     run = sub.add_parser("run", help="run a suite in-process")
     run.add_argument("suite")
     run.add_argument("--out", help="output directory (default results/<suite name>)")
     run.add_argument("--only", action="append", default=[], metavar="family=NAME",
                      help="restrict to one family")
     run.add_argument("--jobs", type=int, help="parallel training processes (default: CPU count)")
+    run.add_argument("--include", action="append", default=[], metavar="PATH", help=INCLUDE_HELP)
     run.add_argument("--no-progress", action="store_true")
+    cmp = sub.add_parser("compare", help="rows whose metrics differ between a run and a reference; "
+                                         "exit code 1 if any differ or are missing")
+    cmp.add_argument("run", help="a results folder or its leaderboard.csv, e.g. results/nfe_sweep")
+    cmp.add_argument("reference", help="e.g. results/reference/nfe_sweep")
+    cmp.add_argument("--rtol", type=float, default=None,
+                     help="relative tolerance of the quality metrics (default 1e-6)")
     args = parser.parse_args(argv)
 
-    from flowbench.registry import CORPORA, FAMILIES, JUDGES, METRICS
+    if args.command == "compare":
+        return _compare(args)
 
-    if args.command == "list":
-        for reg in (FAMILIES, CORPORA, JUDGES, METRICS):
-            print(f"{reg.kind}: {', '.join(reg.names())}")
-        return 0
+    from flowbench.plugins import PluginError, include
+    from flowbench.registry import CORPORA, FAMILIES, JUDGES, METRICS, RegistryError
+
+    try:
+        include(args.include)
+        if args.command == "list":
+            return _list(verbose=args.verbose, registries=(FAMILIES, CORPORA, JUDGES, METRICS))
+    except (PluginError, RegistryError) as err:
+        print(f"flowbench: error: {err}", file=sys.stderr)
+        return 2
 
     from flowbench.config import SuiteError
     from flowbench.data.corpus import CorpusError
     from flowbench.judges import JudgeError
-    from flowbench.registry import RegistryError
     from flowbench.report import write_report
     from flowbench.runner import run_suite
     from flowbench.trainer import CheckpointError
@@ -42,11 +62,53 @@ def main(argv: list[str] | None = None) -> int:
     try:
         csv_path = run_suite(args.suite, out=args.out, only=only or None, jobs=args.jobs,
                              progress=not args.no_progress)
-    except (SuiteError, CorpusError, JudgeError, RegistryError, CheckpointError) as err:
+    except (SuiteError, CorpusError, JudgeError, RegistryError, CheckpointError, PluginError) as err:
         print(f"flowbench: error: {err}", file=sys.stderr)
         return 2
     print(write_report(csv_path))
+    _reference_summary(csv_path, only=only)
     return 0
+
+
+def _list(*, verbose: bool, registries) -> int:
+    for reg in registries:
+        print(f"{reg.kind}: {', '.join(reg.names())}")
+    if verbose:
+        from flowbench.describe import describe_family
+
+        families = registries[0]
+        for name in families.names():
+            print()
+            print("\n".join(describe_family(families.get(name))))
+    return 0
+
+
+def _compare(args) -> int:
+    from flowbench.compare import DEFAULT_RTOL, CompareError, compare
+
+    try:
+        result = compare(args.run, args.reference, rtol=args.rtol if args.rtol is not None else DEFAULT_RTOL)
+    except CompareError as err:
+        print(f"flowbench: error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(result.lines()))
+    return 0 if result.ok else 1
+
+
+def _reference_summary(csv_path: Path, *, only: dict) -> None:
+    """One line comparing the run with results/reference/<suite>/, when that exists."""
+    import csv
+
+    from flowbench.compare import compare, reference_for
+
+    with open(csv_path, newline="") as f:
+        suite = next(csv.DictReader(f), {}).get("suite")
+    reference = reference_for(suite) if suite else None
+    if reference is None or reference.resolve() == Path(csv_path).resolve():
+        return
+    families = {only["family"]} if only.get("family") else None
+    print(compare(csv_path, reference, families=families).summary()
+          + f" (details: python -m flowbench compare {Path(csv_path).parent} {reference.parent})")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ class JudgeError(ValueError):
 
 class Judge:
     name: str
+    version: ClassVar[int] = 1  # bump when scores change: it enters the row key (flowbench/versions.py)
 
     def __init__(self, *, corpus, cache_dir: Path, device: torch.device, **params):
         self.corpus, self.cache_dir, self.device = corpus, Path(cache_dir), device

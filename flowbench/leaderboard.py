@@ -2,6 +2,8 @@
 
 A row is written only after its samples file is in place, and rows whose key is already in the
 CSV are skipped, so an interrupted run started again loses nothing and writes nothing twice.
+A row computed after a version bump names the row it replaces in `supersedes`
+(flowbench/versions.py); readers keep only `current_rows`.
 """
 from __future__ import annotations
 
@@ -16,8 +18,14 @@ COLUMNS = [
     "seed", "params", "train_steps", "train_tokens", "train_passes", "val_loss", "gen_ppl", "gen_ppl_mean",
     "nll_mean", "nll_median", "ppl_floor", "judge", "entropy", "samples_per_s", "tokens_per_s",
     "latency_s", "peak_mem_mb", "num_samples", "family_params", "sampler_params", "device",
-    "torch", "git_sha", "config_hash", "row_key", "timestamp",
+    "torch", "git_sha", "config_hash", "row_key", "timestamp", "versions", "supersedes",
 ]
+
+
+def current_rows(rows: list[dict]) -> list[dict]:
+    """The rows no other row supersedes (the newest version of each configuration)."""
+    replaced = {r.get("supersedes") for r in rows} - {None, ""}
+    return [r for r in rows if r["row_key"] not in replaced]
 
 
 class Leaderboard:
@@ -54,10 +62,29 @@ class Leaderboard:
             raise KeyError(f"leaderboard row has unknown columns {sorted(unknown)}")
         self.dir.mkdir(parents=True, exist_ok=True)
         new = not self.csv.exists() or self.csv.stat().st_size == 0
+        header = COLUMNS if new else self._upgraded_header()
         with self.csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=header)
             if new:
                 writer.writeheader()
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in header})
             f.flush()
             os.fsync(f.fileno())
+
+    def _upgraded_header(self) -> list[str]:
+        """The file's header, rewritten first (atomically) if it lacks columns added since it was
+        written: appending longer rows under a shorter header would shift every later reader."""
+        with self.csv.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            if not set(COLUMNS) - set(header):
+                return header
+            rows = list(reader)
+        header = COLUMNS + [c for c in header if c not in COLUMNS]  # keep columns this code does not know
+        tmp = self.csv.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.csv)
+        return header

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from flowbench.config import BUDGETS, Suite, SuiteError, TrainConfig, config_hash, one_line
 from flowbench.families.base import Family
-from flowbench.registry import CORPORA, FAMILIES, RegistryError
+from flowbench.registry import CORPORA, FAMILIES, JUDGES, RegistryError
+from flowbench.versions import key_fields, version_of
 
 
 def grid(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,10 +44,17 @@ class ModelSpec:
     seed: int
     suite: Suite = field(repr=False, compare=False)
 
-    def identity(self) -> dict:
+    def identity(self, *, older: dict[str, int] | None = None) -> dict:
+        """`older`: versions to use instead of the current ones (to find an older version's rows)."""
+        versions = {c: (older or {}).get(c, v) for c, (_, v) in self.components().items()}
         return {"family": self.family, "params": self.params.model_dump(),
                 "train": self.train.model_dump(), "backbone": self.suite.backbone.model_dump(),
-                "corpus": self.suite.corpus.model_dump(), "seed": self.seed}
+                "corpus": self.suite.corpus.model_dump(), "seed": self.seed, **key_fields(versions)}
+
+    def components(self) -> dict[str, tuple[str, int]]:
+        """(name, version) of the family and corpus that train this model."""
+        return {"family": (self.family, version_of(FAMILIES.get(self.family))),
+                "corpus": (self.suite.corpus.name, version_of(CORPORA.get(self.suite.corpus.name)))}
 
     @property
     def key(self) -> str:
@@ -70,12 +78,19 @@ class Point:
     sampler: str
     sampler_params: BaseModel
 
-    def identity(self, eval_identity: dict) -> dict:
-        ident = {"model": self.model.identity(), "denoiser": self.denoiser, "sampler": self.sampler,
-                 "sampler_params": self.sampler_params.model_dump(), "eval": eval_identity}
+    def identity(self, eval_identity: dict, *, older: dict[str, int] | None = None) -> dict:
+        judge = (older or {}).get("judge", self.components()["judge"][1])
+        ident = {"model": self.model.identity(older=older), "denoiser": self.denoiser, "sampler": self.sampler,
+                 "sampler_params": self.sampler_params.model_dump(),
+                 "eval": {**eval_identity, **key_fields({"judge": judge})}}
         if self.denoiser == "oracle":  # an oracle has no training: its rows do not depend on it
             ident["model"] = {k: v for k, v in ident["model"].items() if k not in ("train", "backbone")}
         return ident
+
+    def components(self) -> dict[str, tuple[str, int]]:
+        """(name, version) of the family, corpus and judge that produce this point's row."""
+        judge = self.model.suite.eval.judge
+        return {**self.model.components(), "judge": (judge, version_of(JUDGES.get(judge)))}
 
 
 def make_corpus(suite: Suite, *, cache_dir):

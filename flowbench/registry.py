@@ -5,7 +5,8 @@ Adding an entry is one new module and one decorator line:
     @FAMILIES.register("mdlm")
     class MDLM(Family): ...
 
-Lookups of a misspelled name fail loudly with a suggestion.
+Lookups of a misspelled name fail loudly with a suggestion. Entries from outside the package
+(entry points, `--include PATH`) load right after the built-ins: see flowbench/plugins.py.
 """
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ class Registry(Generic[T]):
             )
         return self._entries[name]
 
+    def holds(self, obj) -> bool:
+        return any(entry is obj for entry in self._entries.values())
+
     def names(self) -> list[str]:
         load_builtins()
         return sorted(self._entries)
@@ -83,8 +87,13 @@ METRICS: Registry = Registry("metric")
 _loaded = False
 
 
+def is_loaded() -> bool:
+    return _loaded
+
+
 def load_builtins() -> None:
-    """Import the built-in modules once; a module not written yet is skipped."""
+    """Import the built-in modules once (a module not written yet is skipped), then the entries
+    from outside the package: entry points, and the paths given to `--include`."""
     global _loaded
     if _loaded:
         return
@@ -95,3 +104,8 @@ def load_builtins() -> None:
         except ModuleNotFoundError as err:
             if err.name != mod:  # a missing dependency inside a module is a real error
                 raise
+    from flowbench import plugins
+
+    plugins.load_entry_points({"families": FAMILIES, "corpora": CORPORA, "judges": JUDGES,
+                               "metrics": METRICS})
+    plugins.load_includes()

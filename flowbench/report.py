@@ -17,7 +17,9 @@ def load(csv_path: str | Path) -> pd.DataFrame:
     """The leaderboard with a `run` label that names everything distinguishing its rows but NFE:
     family params, sampler params and sweep columns that vary, the training budget when it
     varies, the seed when several. A label never stands for two configurations."""
-    df = pd.read_csv(csv_path)
+    df = pd.read_csv(csv_path, dtype={"row_key": str, "supersedes": str})
+    if "supersedes" in df:  # rows of an older family/corpus/judge version: only the newest count
+        df = df[~df["row_key"].isin(df["supersedes"].dropna())].reset_index(drop=True)
     df["config"] = df["family"] + _varied(df, "family_params") + "/" + df["sampler"] + _varied(df, "sampler_params")
     for col in SWEEP_COLUMNS:
         if df[col].notna().any():

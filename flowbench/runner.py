@@ -24,8 +24,9 @@ from flowbench.backbone import count_params
 from flowbench.config import Suite, config_hash, load_suite
 from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
-from flowbench.registry import FAMILIES, JUDGES, METRICS
+from flowbench.registry import FAMILIES, JUDGES, METRICS, load_builtins
 from flowbench.trainer import load_checkpoint, resolve_device, train
+from flowbench.versions import find_superseded
 
 
 
@@ -83,7 +84,9 @@ def train_all(specs: list[ModelSpec], *, jobs: int, progress: bool) -> None:
         return
     # Independent single-thread processes beat one multi-thread process for small models.
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+    # a spawned worker starts with an empty registry: load the built-ins and the entries from
+    # outside the package (FLOWBENCH_INCLUDE is inherited) before it unpickles a task naming one
+    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=load_builtins) as pool:
         futures = {pool.submit(train_model, s, threads=threads, position=i % jobs, progress=progress): s
                    for i, s in enumerate(todo)}
         for fut in cf.as_completed(futures):
@@ -188,12 +191,18 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
     done = board.keys()
     eval_ident = {**suite.eval.model_dump(exclude={"device", "batch_size"}),
                   "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
+
+    def key_of(point: Point, older: dict | None = None) -> str:
+        return config_hash(point.identity(eval_ident, older=older))
+
     # one row per key: oracle points of models that differ only in training share a key
-    pending = list({key: p for p in points
-                    if (key := config_hash(p.identity(eval_ident))) not in done}.values())
+    pending = list({key: p for p in points if (key := key_of(p)) not in done}.values())
     if not pending:
         print(f"{suite.name}: all {len(points)} rows already in {board.csv}")
         return board.csv
+    replaced, notes = find_superseded(pending, current=Point.components, row_key=key_of, done=done)
+    for line in notes:
+        print(f"{suite.name}: {line}")
     needed = {p.model.key: p.model for p in pending if p.denoiser == "trained"}
     train_all(list(needed.values()), jobs=jobs or os.cpu_count() or 1, progress=progress)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -201,10 +210,11 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
     floor = judge.floor()
     sha, stamp = git_sha(), dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for point in tqdm(pending, desc=f"{suite.name}: evaluate", disable=not progress, dynamic_ncols=True):
-        row_key = config_hash(point.identity(eval_ident))
+        row_key = key_of(point)
         row, tokens = evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
         board.write_samples(row_key, [{"text": corpus.decode(t), "ids": t.tolist()} for t in tokens])
         board.append({**row, "suite": suite.name, "judge": suite.eval.judge,
                       "ppl_floor": floor.get("ppl_floor"), "git_sha": sha, "row_key": row_key,
-                      "timestamp": stamp})
+                      "timestamp": stamp, "supersedes": replaced.get(row_key),
+                      "versions": _json({c: v for c, (_, v) in point.components().items()})})
     return board.csv

@@ -5,6 +5,8 @@ append them after vocab_size themselves, so a corpus never reserves ids for a fa
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 
@@ -24,6 +26,7 @@ class Corpus:
     vocab_size: int
     seq_len: int
     exact: bool = False
+    version: ClassVar[int] = 1  # bump when the data change: it enters the model and row keys
 
     def split(self, name: str, n: int) -> torch.Tensor:
         """`n` sequences of split `name` ('train' | 'validation' | 'test'), LongTensor (n, L)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from flowbench.config import BackboneConfig
@@ -46,7 +46,7 @@ class Params(BaseModel):
 class SamplerParams(Params):
     """Base of every sampler's parameters; `nfe` is the number of function evaluations."""
 
-    nfe: PositiveInt
+    nfe: PositiveInt = Field(description="function evaluations: backbone calls per sample batch")
 
 
 class Family:
@@ -67,6 +67,9 @@ class Family:
     # backbone passes per training step, relative to one forward + backward; the runner starts
     # the costliest models first so parallel workers finish together
     train_cost: ClassVar[float] = 1.0
+    # bump when a change alters what the family trains or samples: it enters the model and row
+    # keys, so the next run retrains this family and recomputes its rows (flowbench/versions.py)
+    version: ClassVar[int] = 1
 
     def __init__(self, *, params: Params, vocab_size: int, seq_len: int):
         self.params = params

@@ -87,7 +87,9 @@ _TOL = 1e-12  # relative: |x^v - t| below this is the boundary (t survives a u r
 
 class DirichletFlowParams(Params):
     alpha: float | None = Field(16.0, gt=0)  # Dirichlet concentration; None = 1/V (the seed's value)
+    # velocity: regress z - Pi_0 (seed, Algorithm 1); denoiser: cross-entropy on E[z | Pi_t], velocity from it
     head: Literal["velocity", "denoiser"] = "velocity"
+    # training times t = F^-1(u), u uniform; the network reads u = F(t) (module docstring)
     time_warp: Literal["uniform", "power", "logit"] = "logit"
     warp_power: float = Field(3.0, ge=1.0)               # power: t = u^p, i.e. t ~ Beta(1/p, 1)
     warp_center: float | None = Field(None, gt=0, lt=1)  # logit: median time; None = 1/V
@@ -106,10 +108,14 @@ class DirichletFlowParams(Params):
 
 
 class ODEParams(SamplerParams):
+    # fixed-grid ODE solver; nfe counts its stages (rk4 spends 4 calls a step)
     solver: Literal["euler", "midpoint", "heun", "rk4"] = "euler"
+    # time grid: warp F^-1(k/n) (the training warp), uniform k/n, cosine 1 - cos(pi k / 2n), power
     grid: Literal["warp", "uniform", "cosine", "power"] = "warp"
     grid_power: float = Field(3.0, ge=1.0)  # power grid t_k = (k / n)^q
+    # last grid time; heun and rk4 evaluate there, so they need t_end < 1
     t_end: float = Field(1.0, gt=0.0, le=1.0)
+    # the final Pi read by argmax or by a float64 categorical draw
     decode: Literal["argmax", "multinomial"] = "argmax"
 
 

@@ -97,6 +97,7 @@ class KLFlowParams(Params):
 
 
 class _Decode(SamplerParams):
+    # x_1 from the denoiser's last output: drawn from it (NFE 1 samples the marginals) or its mode
     decode: Literal["sample", "argmax"] = "sample"
 
 
@@ -105,6 +106,7 @@ class RandomizedParams(_Decode):
 
 
 class ODEParams(_Decode):
+    # fixed-grid ODE solver; nfe counts its stages (rk4 spends 4 calls a step)
     solver: Literal["euler", "midpoint", "heun", "rk4"] = "euler"
     t_end: float | None = Field(None, gt=0.0, le=1.0)  # time horizon; None: the trained t_max
 
