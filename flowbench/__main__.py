@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", help="output directory (default results/<suite name>)")
     run.add_argument("--only", action="append", default=[], metavar="family=NAME",
                      help="restrict to one family")
-    run.add_argument("--jobs", type=int, help="parallel training processes (default: CPU count)")
+    run.add_argument("--jobs", type=int, help="parallel training processes (default: CPU count; 1 on a GPU)")
     run.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from flowbench.config import BUDGETS, Suite, SuiteError, TrainConfig, config_hash, one_line
 from flowbench.families.base import Family
 from flowbench.registry import CORPORA, FAMILIES, RegistryError
+from flowbench.trainer import resolve_device, resolve_precision
 
 
 def grid(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -44,9 +45,22 @@ class ModelSpec:
     suite: Suite = field(repr=False, compare=False)
 
     def identity(self) -> dict:
+        # device and resolved precision: a CPU fp32 checkpoint is not a GPU bf16 one, and a
+        # generator state saved on one device cannot resume on another
         return {"family": self.family, "params": self.params.model_dump(),
-                "train": self.train.model_dump(), "backbone": self.suite.backbone.model_dump(),
-                "corpus": self.suite.corpus.model_dump(), "seed": self.seed}
+                "train": self.train.model_dump(exclude={"precision"}),
+                "backbone": self.suite.backbone.model_dump(), "corpus": self.suite.corpus.model_dump(),
+                "seed": self.seed, "device": self.device, "precision": self.precision}
+
+    @property
+    def device(self) -> str:
+        """The device type this model trains and samples on ('cpu', 'cuda'), from eval.device."""
+        return resolve_device(self.suite.eval.device).type
+
+    @property
+    def precision(self) -> str:
+        """'fp32' or 'bf16', train.precision resolved on that device (sampling uses it too)."""
+        return resolve_precision(self.train.precision, self.device)
 
     @property
     def key(self) -> str:
