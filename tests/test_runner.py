@@ -78,7 +78,7 @@ def write_suite(tmp_path, **changes):
     ({"runs.1.params": {"schedule": "cosine"}}, "runs[1].params.schedule"),
     ({"runs.0.samplers.0.nfe": 3}, "nfe must equal seq_len=8"),
     ({"corpus.name": "text_files", "corpus.paths": ["/no/such/file.txt"]}, "/no/such/file.txt"),
-    ({"train.steps": None}, "give exactly one of steps or tokens"),
+    ({"train.steps": None}, "give exactly one budget of steps, tokens, passes"),
 ])
 def test_bad_suites_fail_before_training_in_one_line(tmp_path, capsys, change, message):
     path = write_suite(tmp_path, **change)
