@@ -113,18 +113,19 @@ class MDLM(Family):
         x = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=device)
         kappas = self.schedule(time_grid(params.nfe).to(device)).kappa
         kappas[-1] = 1.0  # the last step reveals everything, whatever the schedule's endpoint
+        p_reveal = (kappas[1:] - kappas[:-1]) / (1 - kappas[:-1])  # (nfe,), stays on the device
         cached = sampler == "ancestral_cached"
         logits, changed = None, True
         for k in range(params.nfe):
             if logits is None or changed or not cached:
                 logits = model(x)  # (n, L, V)
             masked = x == self.mask_id
-            p_reveal = ((kappas[k + 1] - kappas[k]) / (1 - kappas[k])).item()
             reveal = masked & (torch.rand(x.shape, generator=generator, device=device,
-                                          dtype=torch.float64) < p_reveal)
+                                          dtype=torch.float64) < p_reveal[k])
             draw = sample_categorical(logits, generator=generator)
             x = torch.where(reveal, draw, x)
-            changed = bool(reveal.any())
+            if cached:  # only the cached sampler needs to know on the host (one sync per step)
+                changed = bool(reveal.any())
         return x
 
     def evidence(self, x_t, t=None):

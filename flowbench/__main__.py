@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", help="output directory (default results/<suite name>)")
     run.add_argument("--only", action="append", default=[], metavar="family=NAME",
                      help="restrict to one family")
-    run.add_argument("--jobs", type=int, help="parallel training processes (default: CPU count)")
+    run.add_argument("--jobs", type=int, help="parallel training processes (default: CPU count; 1 on a GPU)")
     run.add_argument("--include", action="append", default=[], metavar="PATH", help=INCLUDE_HELP)
     run.add_argument("--no-progress", action="store_true")
     cmp = sub.add_parser("compare", help="rows whose metrics differ between a run and a reference; "

@@ -9,6 +9,11 @@ offsets directly. Measured on the embedded language (L=32, d=64 x 3 layers, 1500
 learned absolute position embeddings, the masked-diffusion denoiser's cross-entropy stayed at about 4.0 nats
 whatever the fraction of visible context (val ELBO 4.08, exact denoiser 2.89): the network found
 the topic but not its neighbours. With rotary positions the ELBO reached 3.10.
+
+Precision: under bf16 autocast the matmuls run in bf16, but the residual stream stays in the
+weights' dtype (fp32) for both input kinds. An nn.Embedding returns fp32 under autocast while the
+simplex input's nn.Linear returns bf16, so the embedding output is cast to the weights' dtype:
+otherwise simplex families would add their residuals in bf16 and token families in fp32.
 """
 from __future__ import annotations
 
@@ -133,7 +138,7 @@ class Backbone(nn.Module):
         if self.spec.input == "simplex":
             x = x.to(self.embed.weight.dtype)
         L = x.shape[1]
-        h = self.embed(x)  # (B, L, C)
+        h = self.embed(x).to(self.head.weight.dtype)  # (B, L, C): one residual dtype for both inputs
         if x1_hat is not None:
             if self.self_cond is None:
                 raise ValueError("this backbone was built without self-conditioning (BackboneSpec.self_cond)")

@@ -61,7 +61,8 @@ class TrainConfig(Frozen):
     val_sequences: PositiveInt = 512
     train_sequences: PositiveInt | None = None  # None: the corpus's whole split, or one pass of the budget
     checkpoint_every: PositiveInt = 500
-    bf16: bool = True  # autocast on CUDA only
+    # auto: bf16 autocast on CUDA, fp32 on the CPU; bf16 on the CPU runs the same paths slowly
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def total_steps(self, seq_len: int, *, cost: float = 1.0) -> int:
         """Optimiser steps of this budget for a family whose step costs `cost` passes."""
@@ -85,6 +86,7 @@ class EvalConfig(Frozen):
     num_samples: PositiveInt = 256
     batch_size: PositiveInt = 256
     judge: str = "exact"
+    judge_params: dict[str, Any] = {}  # keyword arguments of the judge (e.g. revision)
     device: str = "auto"  # auto | cpu | cuda
 
 

@@ -5,12 +5,17 @@ exact       the embedded language's own likelihood: -log p(x_i | x_<i) for every
 local       a GPT-2 the harness trains on the corpus's train split, larger and longer than the
             contestants, cached under a hash of its config and reused. Same tokenizer as the
             contestants; BOS-prefixed, so the first token is scored too.
-gpt2-large  the hub's GPT-2 Large (GPU-sized). Samples are decoded to text and re-tokenised
-            with the GPT-2 tokenizer; '<|endoftext|>' is prepended as context and every GPT-2
-            token of the text is scored, so PPL is per GPT-2 token.
+gpt2-large  the hub's GPT-2 Large (GPU-sized), in float32, at a pinned revision (`revision`,
+            part of every row key), downloaded into the flowbench cache. Samples are decoded
+            to text and re-tokenised with its GPT-2 tokenizer; '<|endoftext|>' is prepended as
+            context and every GPT-2 token of the text is scored, so PPL is per GPT-2 token.
+
+A judge's keyword arguments come from the suite's `eval.judge_params`; `pinned` holds the
+defaults that decide its scores, which enter the row key with the given parameters.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +25,7 @@ import torch.nn.functional as F
 
 from flowbench.config import BackboneConfig, TrainConfig, config_hash
 from flowbench.registry import JUDGES
+from flowbench.trainer import resolve_precision
 
 
 class JudgeError(ValueError):
@@ -29,11 +35,22 @@ class JudgeError(ValueError):
 class Judge:
     name: str
     version: ClassVar[int] = 1  # bump when scores change: it enters the row key (flowbench/versions.py)
+    pinned: ClassVar[dict] = {}  # defaults that decide the scores (a hub revision): part of row keys
 
     def __init__(self, *, corpus, cache_dir: Path, device: torch.device, **params):
         self.corpus, self.cache_dir, self.device = corpus, Path(cache_dir), device
         if params:
             raise JudgeError(f"judge {self.name!r} takes no parameters {sorted(params)}")
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Fail before any training on a parameter the judge does not take (eval.judge_params)."""
+        own = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+               if p.kind is p.KEYWORD_ONLY and p.name not in ("corpus", "cache_dir", "device")]
+        unknown = sorted(set(params) - set(own))
+        if unknown:
+            raise JudgeError(f"eval.judge_params: judge {cls.name!r} takes no parameter {unknown[0]!r} "
+                             f"(allowed: {', '.join(own) or 'none'})")
 
     def score(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -63,6 +80,8 @@ class ExactJudge(Judge):
 class NextTokenLoss:
     """The judge's own training objective: BOS-prefixed next-token cross-entropy."""
 
+    train_cost = 1.0  # one forward + backward per step (the trainer reads it to count steps)
+
     def __init__(self, bos: int):
         self.bos = bos
 
@@ -83,8 +102,10 @@ class LocalJudge(Judge):
         backbone = BackboneConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(200, steps // 10),
                           eval_every=max(1, steps // 4), checkpoint_every=max(1, steps // 4))
+        # device and precision, as in a contestant's key: a CPU fp32 judge is not a GPU bf16 one
         meta = {"judge": "local", "corpus": corpus.describe(), "backbone": backbone.model_dump(),
-                "train": cfg.model_dump(), "seed": seed}
+                "train": cfg.model_dump(), "seed": seed, "device": torch.device(device).type,
+                "precision": resolve_precision(cfg.precision, device)}
         ckpt = self.cache_dir / "judges" / f"local-{config_hash(meta)}.pt"
         V = corpus.vocab_size
         self.model = GPT2(gpt2_config(backbone, vocab_size=V, seq_len=corpus.seq_len), V)
@@ -113,37 +134,56 @@ class LocalJudge(Judge):
         return F.cross_entropy(logits.transpose(1, 2), x1, reduction="none")  # (B, L)
 
 
+GPT2_LARGE = "openai-community/gpt2-large"
+GPT2_LARGE_REVISION = "32b71b12589c2f8d625668d2335a01cac3249519"  # a hub commit: weights never move
+
+
 @JUDGES.register("gpt2-large")
 class GPT2LargeJudge(Judge):
-    hub_name = "gpt2-large"
+    pinned = {"model": GPT2_LARGE, "revision": GPT2_LARGE_REVISION, "dtype": "float32"}
 
-    def __init__(self, *, corpus, cache_dir, device, batch_size: int = 8):
+    def __init__(self, *, corpus, cache_dir, device, batch_size: int = 8,
+                 revision: str = GPT2_LARGE_REVISION):
         super().__init__(corpus=corpus, cache_dir=cache_dir, device=device)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        hub = dict(revision=revision, cache_dir=str(self.cache_dir / "hub"))
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.hub_name)
-            self.model = AutoModelForCausalLM.from_pretrained(self.hub_name).to(device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(GPT2_LARGE, **hub)
+            # float32 whatever the checkpoint's own dtype: scores do not depend on the download
+            self.model = AutoModelForCausalLM.from_pretrained(GPT2_LARGE, dtype=torch.float32, **hub)
         except OSError as err:
-            raise JudgeError(f"judge 'gpt2-large' could not load {self.hub_name!r} from the hub or its "
-                             f"cache ({type(err).__name__}); use judge: exact or local offline") from None
+            raise JudgeError(f"judge 'gpt2-large' could not load {GPT2_LARGE!r} at revision {revision!r} from "
+                             f"the hub or its cache ({type(err).__name__}); use judge: exact or local offline") from None
+        self.model.to(device).eval()
         self.batch_size = batch_size
 
-    @torch.no_grad()
     def score(self, tokens):
         texts = [self.corpus.decode(row) for row in tokens]
         eos = self.tokenizer.eos_token_id
         rows = [[eos] + self.tokenizer(t)["input_ids"][: self.model.config.n_positions - 1] for t in texts]
-        M = max(len(r) for r in rows) - 1
-        nll = torch.zeros(len(rows), M, dtype=torch.float64)
-        mask = torch.zeros(len(rows), M, dtype=torch.bool)
-        for i in range(0, len(rows), self.batch_size):
-            batch = rows[i:i + self.batch_size]
-            ids = torch.full((len(batch), M + 1), eos, dtype=torch.long)
-            for j, r in enumerate(batch):
-                ids[j, : len(r)] = torch.tensor(r)
-                mask[i + j, : len(r) - 1] = True
-            logits = self.model(ids.to(self.device)).logits[:, :-1].float()
-            nll[i:i + len(batch)] = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:].to(self.device),
-                                                    reduction="none").double().cpu()
-        return nll, mask
+        return lm_token_nll(rows, model=self.model, pad=eos, device=self.device, batch_size=self.batch_size)
+
+
+@torch.no_grad()
+def lm_token_nll(rows: list[list[int]], *, model, pad: int, device, batch_size: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score id rows with a causal LM: each row's first id is context, every later id is scored.
+
+    Returns nll (N, M) float64 and mask (N, M), M = longest row - 1; mask[i, j] is True for the
+    len(rows[i]) - 1 scored ids of row i. Rows are right-padded with `pad` within a batch (a
+    causal model never lets padding change the scores before it)."""
+    M = max(len(r) for r in rows) - 1
+    nll = torch.zeros(len(rows), M, dtype=torch.float64)
+    mask = torch.zeros(len(rows), M, dtype=torch.bool)
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i:i + batch_size]
+        ids = torch.full((len(batch), M + 1), pad, dtype=torch.long)
+        for j, r in enumerate(batch):
+            ids[j, : len(r)] = torch.tensor(r)
+            mask[i + j, : len(r) - 1] = True
+        ids = ids.to(device)
+        logits = model(ids).logits[:, :-1].float()                              # (b, M, V)
+        nll[i:i + len(batch)] = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:],
+                                                reduction="none").double().cpu()
+    return nll, mask

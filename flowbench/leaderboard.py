@@ -18,7 +18,7 @@ COLUMNS = [
     "seed", "params", "train_steps", "train_tokens", "train_passes", "val_loss", "gen_ppl", "gen_ppl_mean",
     "nll_mean", "nll_median", "ppl_floor", "judge", "entropy", "samples_per_s", "tokens_per_s",
     "latency_s", "peak_mem_mb", "num_samples", "family_params", "sampler_params", "device",
-    "torch", "git_sha", "config_hash", "row_key", "timestamp", "versions", "supersedes",
+    "precision", "torch", "git_sha", "config_hash", "row_key", "timestamp", "versions", "supersedes",
 ]
 
 

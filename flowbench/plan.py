@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from flowbench.config import BUDGETS, Suite, SuiteError, TrainConfig, config_hash, one_line
 from flowbench.families.base import Family
 from flowbench.registry import CORPORA, FAMILIES, JUDGES, RegistryError
+from flowbench.trainer import resolve_device, resolve_precision
 from flowbench.versions import key_fields, version_of
 
 
@@ -45,16 +46,30 @@ class ModelSpec:
     suite: Suite = field(repr=False, compare=False)
 
     def identity(self, *, older: dict[str, int] | None = None) -> dict:
-        """`older`: versions to use instead of the current ones (to find an older version's rows)."""
+        """`older`: versions to use instead of the current ones (to find an older version's rows).
+        Device and resolved precision are part of it: a CPU fp32 checkpoint is not a GPU bf16
+        one, and a generator state saved on one device cannot resume on another."""
         versions = {c: (older or {}).get(c, v) for c, (_, v) in self.components().items()}
         return {"family": self.family, "params": self.params.model_dump(),
-                "train": self.train.model_dump(), "backbone": self.suite.backbone.model_dump(),
-                "corpus": self.suite.corpus.model_dump(), "seed": self.seed, **key_fields(versions)}
+                "train": self.train.model_dump(exclude={"precision"}),
+                "backbone": self.suite.backbone.model_dump(), "corpus": self.suite.corpus.model_dump(),
+                "seed": self.seed, "device": self.device, "precision": self.precision,
+                **key_fields(versions)}
 
     def components(self) -> dict[str, tuple[str, int]]:
         """(name, version) of the family and corpus that train this model."""
         return {"family": (self.family, version_of(FAMILIES.get(self.family))),
                 "corpus": (self.suite.corpus.name, version_of(CORPORA.get(self.suite.corpus.name)))}
+
+    @property
+    def device(self) -> str:
+        """The device type this model trains and samples on ('cpu', 'cuda'), from eval.device."""
+        return resolve_device(self.suite.eval.device).type
+
+    @property
+    def precision(self) -> str:
+        """'fp32' or 'bf16', train.precision resolved on that device (sampling uses it too)."""
+        return resolve_precision(self.train.precision, self.device)
 
     @property
     def key(self) -> str:

@@ -25,7 +25,7 @@ from flowbench.config import Suite, config_hash, load_suite
 from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
 from flowbench.registry import FAMILIES, JUDGES, METRICS, load_builtins
-from flowbench.trainer import load_checkpoint, resolve_device, train
+from flowbench.trainer import load_checkpoint, precision_context, resolve_device, train
 from flowbench.versions import find_superseded
 
 
@@ -71,6 +71,12 @@ def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 
                   meta={"label": spec.label, **spec.identity()},
                   device=resolve_device(suite.eval.device), progress=progress, position=position)
     return {"step": state["step"], "train_tokens": state["train_tokens"]}
+
+
+def default_jobs(device_type: str) -> int:
+    """Training processes when --jobs is not given: one per CPU core, one on a GPU (each process
+    would open a CUDA context of its own on the one device)."""
+    return 1 if device_type == "cuda" else os.cpu_count() or 1
 
 
 def train_all(specs: list[ModelSpec], *, jobs: int, progress: bool) -> None:
@@ -120,11 +126,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class PeakMemory:
+    """Peak memory from construction to `mb()`. On CUDA: the peak allocated above what was live
+    at construction, so the judge's weights and earlier rows do not count; on the CPU: the
+    process's peak RSS (the OS keeps no per-phase peak)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.base = device, 0
+        if device.type == "cuda":
+            self.base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def mb(self) -> float:
+        if self.device.type == "cuda":
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite) -> tuple[dict, torch.Tensor]:
     spec = point.model
     family = FAMILIES.get(spec.family)(params=spec.params, vocab_size=corpus.vocab_size,
                                         seq_len=corpus.seq_len)
     row: dict = {}
+    memory = PeakMemory(device)  # before the network is built: its weights count, the judge's not
     if point.denoiser == "trained":
         state = load_checkpoint(checkpoint_path(spec))
         net = family.build_model(suite.backbone)
@@ -140,11 +164,12 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     n, bs = suite.eval.num_samples, suite.eval.batch_size
     gen = torch.Generator(device=device).manual_seed(spec.seed)
     kw = dict(sampler=point.sampler, params=point.sampler_params)
-    with torch.inference_mode():
-        family.sample(model, n=min(n, bs, 8), generator=gen, **kw)  # warm-up, not timed
+    # sampling runs at the precision the model trained with (autocast never touches float64)
+    with torch.inference_mode(), precision_context(spec.precision, device):
+        # warm-up, not timed: on a GPU at the timed size (allocator growth and kernel selection
+        # would land in the timing); on the CPU a small batch, since it would double the sweep
+        family.sample(model, n=min(n, bs) if device.type == "cuda" else min(n, bs, 8), generator=gen, **kw)
         model.calls, chunks, latencies, batches = 0, [], [], 0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         gen.manual_seed(spec.seed)
         for start in range(0, n, bs):
             _sync(device)
@@ -155,8 +180,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
             batches += 1
     tokens = torch.cat(chunks)
     seconds = sum(latencies)
-    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # process peak RSS on CPU
+    peak = memory.mb()
     nll, mask = judge.score(tokens)
     for name in METRICS.names():
         row.update(METRICS.get(name)(tokens=tokens, nll=nll, mask=mask))
@@ -170,7 +194,8 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
                sampler_params=_json({k: v for k, v in sp.items() if k not in ("nfe", *SWEEP_COLUMNS)}),
                samples_per_s=len(tokens) / seconds, tokens_per_s=tokens.numel() / seconds,
                latency_s=sum(latencies) / len(latencies), peak_mem_mb=round(peak, 1),
-               num_samples=len(tokens), device=str(device), torch=torch.__version__)
+               num_samples=len(tokens), device=str(device), precision=spec.precision,
+               torch=torch.__version__)
     return row, tokens
 
 
@@ -189,7 +214,9 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
     judge_cls = JUDGES.get(suite.eval.judge)
     board = Leaderboard(Path(out) if out else Path("results") / suite.name)
     done = board.keys()
+    judge_cls.check_params(suite.eval.judge_params)
     eval_ident = {**suite.eval.model_dump(exclude={"device", "batch_size"}),
+                  "judge_params": {**judge_cls.pinned, **suite.eval.judge_params},
                   "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
 
     def key_of(point: Point, older: dict | None = None) -> str:
@@ -204,9 +231,9 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
     for line in notes:
         print(f"{suite.name}: {line}")
     needed = {p.model.key: p.model for p in pending if p.denoiser == "trained"}
-    train_all(list(needed.values()), jobs=jobs or os.cpu_count() or 1, progress=progress)
+    train_all(list(needed.values()), jobs=jobs or default_jobs(device.type), progress=progress)
     torch.set_num_threads(os.cpu_count() or 1)
-    judge = judge_cls(corpus=corpus, cache_dir=cache_root(), device=device)
+    judge = judge_cls(corpus=corpus, cache_dir=cache_root(), device=device, **suite.eval.judge_params)
     floor = judge.floor()
     sha, stamp = git_sha(), dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for point in tqdm(pending, desc=f"{suite.name}: evaluate", disable=not progress, dynamic_ncols=True):

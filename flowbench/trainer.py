@@ -33,6 +33,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """'fp32' or 'bf16': 'auto' is bf16 autocast on CUDA and fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
+def precision_context(precision: str, device: torch.device | str):
+    """Autocast for a resolved precision: bf16 matmuls over fp32 weights, or nothing for fp32.
+
+    float64 work (the oracle, categorical draws) is never autocast."""
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def atomic_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
@@ -115,8 +131,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
         step, history = state["step"], state["history"]
         loss_avg, seconds = state.get("loss_avg"), state.get("seconds", 0.0)
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if device.type == "cuda" and config.bf16 else nullcontext())
+    autocast = precision_context(resolve_precision(config.precision, device), device)
     stream = batches(train_data, config.batch_size, seed=seed, start=step)
 
     def snapshot(done: bool) -> dict:

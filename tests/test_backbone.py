@@ -49,3 +49,18 @@ def test_attention_direction(causal):
     earlier = x.grad[0, :3].abs().sum().item()
     assert earlier > 0
     assert (later == 0) if causal else (later > 0)
+
+
+@pytest.mark.parametrize("inputs", ["tokens", "simplex"])
+def test_residual_stream_stays_fp32_under_bf16_autocast(inputs):
+    """Token and simplex inputs enter the blocks in one dtype: an nn.Embedding returns fp32 under
+    autocast and the simplex nn.Linear bf16, and neither may decide the residual precision."""
+    net = Backbone(spec=BackboneSpec(cond="t", input=inputs, self_cond=True), vocab_size=10, seq_len=8,
+                   config=BackboneConfig(d_model=16, n_layers=1, n_heads=2))
+    seen = []
+    net.blocks[0].register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype)))
+    x = torch.randint(0, 10, (2, 8)) if inputs == "tokens" else torch.rand(2, 8, 10).softmax(-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net(x, t=torch.rand(2), x1_hat=torch.rand(2, 8, 10))
+    assert seen == [(torch.float32, torch.float32)]
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()

@@ -29,11 +29,16 @@ Oracle denoiser: a family that can write the likelihood of its noisy state x_t g
 token, ev[b, i, v] = log p(x_t^i | x_1^i = v), hands that evidence to `posterior`, which returns
 the exact log p(x_1^i = v | x_t) by forward-backward; a sampler driven by it shows what the
 family's sampler achieves with a perfect network.
+
+Devices: the tables are built on the CPU. The likelihood routines run on the device of their
+input (evidence or ids) and return there; the tables they read are copied to that device once
+and cached (`DeviceTables`), so an oracle sampler on a GPU never moves (B, L, V) tensors.
 """
 from __future__ import annotations
 
 import math
 from numbers import Integral
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -119,6 +124,29 @@ def _build_tables(n_topics: int, emission_floor: float, topic_concentration: flo
     return prior, init, trans, emit
 
 
+class DeviceTables:
+    """Named tensors kept where they were made, copied to each other device on first use.
+
+    `on(device)` returns a namespace of the tensors on `device`: the originals for their own
+    device, else copies made once and reused, so repeated calls never copy again."""
+
+    def __init__(self, **tensors: torch.Tensor):
+        devices = {t.device for t in tensors.values()}
+        if len(devices) != 1:
+            raise ValueError(f"DeviceTables: tensors must share one device, got {sorted(map(str, devices))}")
+        self._copies = {devices.pop(): SimpleNamespace(**tensors)}
+
+    def on(self, device: torch.device | str) -> SimpleNamespace:
+        device = torch.device(device)
+        if device not in self._copies:
+            home = next(iter(self._copies.values()))
+            self._copies[device] = SimpleNamespace(**{k: v.to(device) for k, v in vars(home).items()})
+        return self._copies[device]
+
+    def devices(self) -> list[torch.device]:
+        return list(self._copies)
+
+
 @CORPORA.register("hmm_language")
 class HMMLanguage(Corpus):
     """Topic x syntax hidden Markov model over an English word list (see module docstring).
@@ -184,6 +212,9 @@ class HMMLanguage(Corpus):
         self._emit_flat = emit.reshape(K * S, V)                       # (KS, V)
         self._emit_by_token = self._emit_flat.t().contiguous()         # (V, KS)
         self._start = prior[:, None] * init                            # (K, S) p(k, s_1)
+        # what the likelihood routines read, on the device of their input
+        self._tables = DeviceTables(trans=trans, trans_t=self._trans_t, emit_flat=self._emit_flat,
+                                    emit_by_token=self._emit_by_token, start=self._start)
         self._entropy: dict[int, tuple[float, float]] = {}
 
     # --- data ------------------------------------------------------------------------------
@@ -194,9 +225,13 @@ class HMMLanguage(Corpus):
         return self._sample_numpy_stream(_SPLIT_KEYS[name], n)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n exact samples, LongTensor (n, L), by ancestral sampling."""
-        u = torch.rand(n, 2 * self.seq_len + 1, dtype=torch.float64, generator=generator)
-        return self._sample_from_uniforms(u)
+        """n exact samples, LongTensor (n, L) on the generator's device, by ancestral sampling.
+
+        The uniforms come from `generator` on its own device; the L sequential draws that use
+        them run on the CPU, where the tables are (a few (n,) searches per position)."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand(n, 2 * self.seq_len + 1, dtype=torch.float64, generator=generator, device=device)
+        return self._sample_from_uniforms(u.cpu()).to(device)
 
     def _sample_numpy_stream(self, key: int, n: int) -> torch.Tensor:
         if n < 0:
@@ -234,25 +269,26 @@ class HMMLanguage(Corpus):
     # --- forward / backward ----------------------------------------------------------------
     def _step(self, alpha: torch.Tensor) -> torch.Tensor:
         """(B, K, S) -> (B, K, S): sum_s alpha[b, k, s] trans[k, s, s']."""
-        return torch.bmm(alpha.transpose(0, 1), self.trans).transpose(0, 1)
+        return torch.bmm(alpha.transpose(0, 1), self._tables.on(alpha.device).trans).transpose(0, 1)
 
     def _step_back(self, beta: torch.Tensor) -> torch.Tensor:
         """(B, K, S) -> (B, K, S): sum_s' trans[k, s, s'] beta[b, k, s']."""
-        return torch.bmm(beta.transpose(0, 1), self._trans_t).transpose(0, 1)
+        return torch.bmm(beta.transpose(0, 1), self._tables.on(beta.device).trans_t).transpose(0, 1)
 
-    def _forward(self, lik_at: Callable[[int], torch.Tensor], B: int, L: int, keep: bool = False):
+    def _forward(self, lik_at: Callable[[int], torch.Tensor], B: int, L: int, keep: bool = False, *,
+                 device: torch.device):
         """Scaled forward algorithm over per-position state likelihoods lik_at(i) (B, K, S).
 
             pred_1 = pi[k] init[k, s]               pred_i = sum_s alphahat_{i-1}[k, s] trans[k, s, s']
             alpha_i = pred_i * lik_i                c_i = sum_{k,s} alpha_i     alphahat_i = alpha_i / c_i
 
         so c_i = p(e_i | e_<i) and log p(e_1..L) = sum_i log c_i. Returns log_c (B, L) and, if
-        keep, the predictive messages pred (B, L, K, S) (each sums to 1 over (k, s)).
+        keep, the predictive messages pred (B, L, K, S) (each sums to 1 over (k, s)), on `device`.
         """
         K, S = self.init.shape
-        log_c = torch.empty(B, L, dtype=torch.float64)
-        preds = torch.empty(B, L, K, S, dtype=torch.float64) if keep else None
-        pred = self._start.expand(B, K, S)
+        log_c = torch.empty(B, L, dtype=torch.float64, device=device)
+        preds = torch.empty(B, L, K, S, dtype=torch.float64, device=device) if keep else None
+        pred = self._tables.on(device).start.expand(B, K, S)
         tiny = torch.finfo(torch.float64).tiny
         for i in range(L):
             if i > 0:
@@ -268,7 +304,8 @@ class HMMLanguage(Corpus):
     def _token_lik(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
         x = self._check_ids(x)
         K, S = self.init.shape
-        return lambda i: self._emit_by_token[x[:, i]].view(-1, K, S)   # (B, K, S) emit[k, s, x_i]
+        emit_by_token = self._tables.on(x.device).emit_by_token
+        return lambda i: emit_by_token[x[:, i]].view(-1, K, S)         # (B, K, S) emit[k, s, x_i]
 
     def _evidence_lik(self, log_evidence: torch.Tensor):
         """lik[b, i, k, s] = sum_v emit[k, s, v] exp(ev[b, i, v] - m[b, i]), m the row max."""
@@ -278,7 +315,7 @@ class HMMLanguage(Corpus):
         K, S = self.init.shape
         m = ev.amax(-1, keepdim=True)                                            # (B, L, 1)
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        lik = (ev - m).exp_() @ self._emit_by_token                             # (B, L, KS)
+        lik = (ev - m).exp_() @ self._tables.on(ev.device).emit_by_token         # (B, L, KS)
         return ev, m.squeeze(-1), lik.view(*ev.shape[:2], K, S)
 
     def _check_ids(self, x: torch.Tensor) -> torch.Tensor:
@@ -293,7 +330,7 @@ class HMMLanguage(Corpus):
     def token_nll(self, x: torch.Tensor) -> torch.Tensor:
         """-log p(x_i | x_<i) for every position, float64 (B, L); sums to -log_prob(x)."""
         x = self._check_ids(x)
-        log_c, _ = self._forward(self._token_lik(x), x.shape[0], x.shape[1])
+        log_c, _ = self._forward(self._token_lik(x), x.shape[0], x.shape[1], device=x.device)
         return -log_c
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -305,11 +342,12 @@ class HMMLanguage(Corpus):
 
         log_prob(x) is the special case ev[i, v] = 0 if v == x_i else -inf."""
         ev, m, lik = self._evidence_lik(log_evidence)
-        log_c, _ = self._forward(lambda i: lik[:, i], ev.shape[0], ev.shape[1])
+        log_c, _ = self._forward(lambda i: lik[:, i], ev.shape[0], ev.shape[1], device=ev.device)
         return log_c.sum(1) + m.sum(1)
 
     def posterior(self, log_evidence: torch.Tensor) -> torch.Tensor:
-        """Exact log posterior marginals log p(x_i = v | all evidence), float64 (B, L, V).
+        """Exact log posterior marginals log p(x_i = v | all evidence), float64 (B, L, V), computed
+        and returned on the evidence's device.
 
         With e_j the evidence of position j, the forward-backward messages give the hidden-state
         posterior that leaves out position i's own evidence,
@@ -324,10 +362,11 @@ class HMMLanguage(Corpus):
         ev, m, lik = self._evidence_lik(log_evidence)
         B, L = ev.shape[:2]
         K, S = self.init.shape
-        _, preds = self._forward(lambda i: lik[:, i], B, L, keep=True)
+        dev = ev.device
+        _, preds = self._forward(lambda i: lik[:, i], B, L, keep=True, device=dev)
         tiny = torch.finfo(torch.float64).tiny
-        q = torch.empty(B, L, K, S, dtype=torch.float64)
-        beta = torch.ones(B, K, S, dtype=torch.float64)
+        q = torch.empty(B, L, K, S, dtype=torch.float64, device=dev)
+        beta = torch.ones(B, K, S, dtype=torch.float64, device=dev)
         for i in range(L - 1, -1, -1):
             q[:, i] = preds[:, i] * beta
             if i > 0:
@@ -337,7 +376,7 @@ class HMMLanguage(Corpus):
         q = q / q.sum(-1, keepdim=True)                                         # p(z_i | e_{-i})
         # normaliser sum_v (q emit)[v] exp(ev[v] - m) = sum_z q(z) lik(z): no (B, L, V) temporary
         log_norm = (q * lik.view(B, L, K * S)).sum(-1).log_().add_(m)            # (B, L)
-        logits = (q @ self._emit_flat).log_().add_(ev)                          # (B, L, V)
+        logits = (q @ self._tables.on(dev).emit_flat).log_().add_(ev)           # (B, L, V)
         return logits.sub_(log_norm[..., None])
 
     # --- exact summaries -------------------------------------------------------------------

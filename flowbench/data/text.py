@@ -21,7 +21,9 @@ text_files
     covers file paths, sizes and mtimes and every argument that changes the data.
 
 hub_text
-    A dataset from the Hugging Face hub, tokenized with the GPT-2 tokenizer (EOS id 50256).
+    A dataset from the Hugging Face hub, tokenized with the GPT-2 tokenizer (EOS id 50256) at a
+    pinned hub commit. The dataset's `revision` (a branch, tag or commit; default "main", which
+    moves: give a commit for results that must not) is part of the stream cache key.
     Validation/test come from the dataset's own splits when present, otherwise from a
     deterministic tail of train. Needs the hub (or a filled local HF cache); offline it fails
     fast with a one-line CorpusError.
@@ -51,6 +53,7 @@ _FORMAT = 1  # bump when the cache layout or the packing convention changes
 _BATCH = 1000  # documents per tokenizer call
 _MIN_BPE_VOCAB = 257  # 256 byte symbols + EOS
 _HUB_TOKENIZER = "gpt2"
+_HUB_TOKENIZER_REVISION = "607a30d783dfa663caf39e06633721c8d4cfcd7e"  # a hub commit: the vocabulary never moves
 _TAIL_FRACTION = 0.05  # share of hub train rows carved off per missing validation/test split
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -308,15 +311,16 @@ def _hub_offline(on: bool):
 def _load_gpt2_tokenizer(local_only: bool):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(_HUB_TOKENIZER, local_files_only=local_only)
+    tok = AutoTokenizer.from_pretrained(_HUB_TOKENIZER, revision=_HUB_TOKENIZER_REVISION,
+                                        local_files_only=local_only)
     tok.model_max_length = sys.maxsize  # documents are packed, never truncated; silences length warnings
     return tok
 
 
-def _load_hub_dataset(name: str, subset: str | None, streaming: bool):
+def _load_hub_dataset(name: str, subset: str | None, streaming: bool, revision: str):
     import datasets
 
-    return datasets.load_dataset(name, subset, streaming=streaming)
+    return datasets.load_dataset(name, subset, streaming=streaming, revision=revision)
 
 
 @CORPORA.register("hub_text")
@@ -328,13 +332,14 @@ class HubText(_PackedText):
     """
 
     def __init__(self, *, dataset: str, seq_len: int, cache_dir: str | Path, subset: str | None = None,
-                 text_field: str = "text", max_documents: int | None = None):
+                 text_field: str = "text", max_documents: int | None = None, revision: str = "main"):
         self.seq_len = _int_arg("seq_len", seq_len)
         if max_documents is not None:
             _int_arg("max_documents", max_documents)
         self.dataset, self.subset, self.text_field, self.max_documents = dataset, subset, text_field, max_documents
-        self._fields = {"dataset": dataset, "subset": subset, "text_field": text_field,
-                        "max_documents": max_documents, "tokenizer": _HUB_TOKENIZER}
+        self.revision = revision
+        self._fields = {"dataset": dataset, "subset": subset, "text_field": text_field, "revision": revision,
+                        "max_documents": max_documents, "tokenizer": f"{_HUB_TOKENIZER}@{_HUB_TOKENIZER_REVISION}"}
         flag = _offline_flag()
         try:
             with _hub_offline(flag is not None):
@@ -343,7 +348,8 @@ class HubText(_PackedText):
             raise self._failure(flag, err, f"the {_HUB_TOKENIZER} tokenizer is not in the local cache") from err
         self.eos_id = int(self._tok.eos_token_id)
         self.vocab_size = len(self._tok)
-        key = _digest("hub_text", _FORMAT, dataset, subset, text_field, max_documents, _HUB_TOKENIZER, self.vocab_size)
+        key = _digest("hub_text", _FORMAT, dataset, subset, revision, text_field, max_documents, _HUB_TOKENIZER,
+                      _HUB_TOKENIZER_REVISION, self.vocab_size)
         self.stream_path = Path(cache_dir) / "streams" / f"hub_text-{key}.pt"
         self._load_streams(self.stream_path, lambda: self._build_streams(flag))
 
@@ -407,7 +413,7 @@ class HubText(_PackedText):
         streaming = self.max_documents is not None and flag is None
         try:
             with _hub_offline(flag is not None):
-                dd = _load_hub_dataset(self.dataset, self.subset, streaming)
+                dd = _load_hub_dataset(self.dataset, self.subset, streaming, self.revision)
                 sources = self._sources(dd)
                 return {s: _pack(self._encode(self._texts(sources[s])), self.eos_id) for s in SPLITS}
         except CorpusError:

@@ -190,12 +190,30 @@ def time_grid(nfe: int, *, t_end: float = 1.0, dtype=torch.float64) -> torch.Ten
     return torch.linspace(0.0, t_end, nfe + 1, dtype=dtype)
 
 
-def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
-    """Draw ids from logits (..., V) in float64 (float32 Gumbel noise biases rare tokens)."""
-    logits = logits.double()
-    u = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=logits.device)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-    return (logits + gumbel).argmax(-1)
+SAMPLE_BUDGET_BYTES = 256 * 2**20  # float64 working set of one sample_categorical chunk
+
+
+def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator,
+                       max_bytes: int = SAMPLE_BUDGET_BYTES) -> torch.Tensor:
+    """Draw ids (...,) from logits (..., V) by Gumbel-argmax in float64 (float32 Gumbel noise
+    biases rare tokens).
+
+    The rows (all leading positions) are drawn in chunks whose one float64 (rows, V) buffer
+    stays under `max_bytes` (at least one row): with a hub vocabulary (V = 50257) an unchunked
+    draw at n = 256, L = 128 would need about 13 GB per float64 copy. Uniforms are drawn chunk
+    after chunk from the one generator; a CPU generator fills them in the order of a single
+    draw, so the ids are identical to an unchunked draw (a CUDA generator's are equal in
+    distribution only)."""
+    V = logits.shape[-1]
+    flat = logits.reshape(-1, V)                                                   # (N, V)
+    rows = max(1, max_bytes // (8 * V))
+    out = torch.empty(flat.shape[0], dtype=torch.long, device=logits.device)
+    for i in range(0, flat.shape[0], rows):
+        chunk = flat[i:i + rows]
+        g = torch.rand(chunk.shape, dtype=torch.float64, generator=generator, device=logits.device)
+        g.clamp_min_(1e-300).log_().neg_().log_().neg_()                           # Gumbel noise, in place
+        out[i:i + rows] = g.add_(chunk).argmax(-1)                                 # float64 logits + noise
+    return out.view(logits.shape[:-1])
 
 
 def _register_base() -> None:

@@ -80,3 +80,33 @@ def test_evidence_is_mask_or_observed(tiny_language):
     ev = fam.evidence(x_t, None)
     assert torch.all(ev[0, 0] == 0) and torch.all(ev[0, 2] == 0)
     assert ev[0, 1, 3] == 0 and torch.isinf(ev[0, 1]).sum() == tiny_language.vocab_size - 1
+
+
+class HostReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts reads of a tensor's value by the host (`.item()`, `bool(t)`): on a GPU each one
+    waits for every queued kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_plain_sampler_never_reads_device_values_on_the_host(micro_language):
+    """As dfm's Euler sampler: the GPU runs ahead through every step. Only the cached sampler
+    must ask, once a step, whether any token changed."""
+    fam = family(micro_language)
+    logits = torch.randn(4, micro_language.seq_len, micro_language.vocab_size)
+
+    def draw(sampler, nfe=8):
+        with HostReads() as reads:
+            x = fam.sample(lambda x: logits, n=4, sampler=sampler, params=AncestralParams(nfe=nfe),
+                           generator=torch.Generator().manual_seed(0))
+        return x, reads.count
+
+    (x_plain, plain), (x_cached, cached) = draw("ancestral"), draw("ancestral_cached")
+    assert plain == 0 and cached == 8
+    assert torch.equal(x_plain, x_cached)

@@ -248,3 +248,44 @@ def test_attributes_and_description():
     assert d["emission_floor"] == 1e-4 and d["seq_len"] == 16 and d["vocab_size"] == h.vocab_size
     x = h.sample(3, generator=torch.Generator().manual_seed(0))
     assert len(h.decode(x[0]).split(" ")) == 16
+
+
+# --- devices: an oracle sampler on a GPU hands posterior CUDA evidence ------------------------
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def test_posterior_and_sampling_run_on_the_device_of_their_input():
+    h = _tiny(seq_len=4)
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    ev = torch.randn(3, 4, 3, dtype=torch.float64, generator=g, device=DEVICE)
+    post = h.posterior(ev)
+    assert post.device.type == DEVICE
+    torch.testing.assert_close(post.cpu(), h.posterior(ev.cpu()))
+    assert h.log_evidence_prob(ev).device.type == DEVICE
+    x = h.sample(5, generator=torch.Generator(device=DEVICE).manual_seed(0))
+    assert x.device.type == DEVICE and x.shape == (5, 4)
+    assert h.token_nll(x).device.type == DEVICE
+
+
+def test_posterior_moves_the_tables_to_the_evidence_not_the_evidence_to_the_tables():
+    """Evidence on the meta device (shapes only, no data) stands in for a GPU: the tables must
+    follow it there and the result must stay there."""
+    h = _tiny(seq_len=4)
+    ev = torch.zeros(2, 4, 3, dtype=torch.float64)
+    post = h.posterior(ev.to("meta"))
+    assert post.device.type == "meta" and post.shape == (2, 4, 3) and post.dtype == torch.float64
+    assert {d.type for d in h._tables.devices()} == {"cpu", "meta"}
+    assert h.posterior(ev).device.type == "cpu"  # the CPU copy is untouched
+
+
+def test_device_tables_copy_once_per_device():
+    from flowbench.data.language import DeviceTables
+
+    a, b = torch.arange(3.0), torch.ones(2, 2)
+    tables = DeviceTables(a=a, b=b)
+    assert tables.on("cpu").a is a and tables.on(torch.device("cpu")).b is b  # originals, no copy
+    meta = tables.on("meta")
+    assert meta.a.device.type == "meta" and meta.b.shape == (2, 2)
+    assert tables.on("meta") is meta  # cached: the second call copies nothing
+    with pytest.raises(ValueError, match="share one device"):
+        DeviceTables(a=a, b=b.to("meta"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import time
+import types
 
 import pytest
 import torch
@@ -214,15 +215,18 @@ def fake_hub(corpus_dir, tmp_path, monkeypatch):
     tok = PreTrainedTokenizerFast(tokenizer_file=str(base.tokenizer_path), eos_token=EOS_TOKEN)
     monkeypatch.setattr(text_mod, "_load_gpt2_tokenizer", lambda local_only: tok)
     calls: list[bool] = []  # the `streaming` argument of each load
+    revisions: list[str] = []
 
     def use(dd):
-        def load(name, subset, streaming):
+        def load(name, subset, streaming, revision):
             calls.append(streaming)
+            revisions.append(revision)
             return dd
 
         monkeypatch.setattr(text_mod, "_load_hub_dataset", load)
         return calls
 
+    use.revisions = revisions
     return base, lines, use
 
 
@@ -242,6 +246,31 @@ def test_hub_text_tail_of_train(fake_hub, tmp_path):
         got = _stream(c, s).tolist()
         assert got == _packed(base, docs)[: len(got)] and len(got) > 0
     assert c.decode(c.split("validation", 1)[0]).startswith(lines[180][:5])
+
+
+def test_hub_text_revision_reaches_the_hub_and_the_cache_key(fake_hub, tmp_path):
+    """A dataset revision is asked of the hub and keys the packed stream: another revision of
+    the same dataset never reuses a stream cached for the first."""
+    import datasets
+
+    base, lines, use = fake_hub
+    use(datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": lines[:200]})}))
+    main = HubText(dataset="local/fake", seq_len=L, cache_dir=tmp_path / "hub")
+    pinned = HubText(dataset="local/fake", seq_len=L, cache_dir=tmp_path / "hub", revision="abc123")
+    assert use.revisions == ["main", "abc123"]  # built twice: no shared cache entry
+    assert main.stream_path != pinned.stream_path
+    assert main.describe()["revision"] == "main" and pinned.describe()["revision"] == "abc123"
+    assert text_mod._HUB_TOKENIZER_REVISION in main.describe()["tokenizer"]
+
+
+def test_hub_tokenizer_is_pinned_to_a_commit(monkeypatch):
+    import transformers
+
+    seen = {}
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda name, **kw: seen.update(name=name, **kw) or types.SimpleNamespace())
+    text_mod._load_gpt2_tokenizer(local_only=True)
+    assert seen["revision"] == text_mod._HUB_TOKENIZER_REVISION and len(seen["revision"]) == 40
 
 
 def test_hub_text_streaming_own_splits(fake_hub, tmp_path):
