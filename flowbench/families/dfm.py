@@ -98,7 +98,7 @@ class DFMParams(Params):
     eps: float = Field(1e-3, gt=0, lt=0.5)
     # logits = network + the position's own evidence (base.EvidenceHead); for the uniform source
     # that is log1p(V kappa / (1 - kappa)) at the observed token (arXiv 2605.22765)
-    evidence_head: bool = False
+    evidence_head: bool = True
     time: TimeSampling = TimeSampling()  # training times (before the eps clamp)
     # probability that a training batch row reads the network's own first-pass estimate of x_1
     # (base.Family.self_conditioned; Plaid uses 0.25, CDCD 0.5); samplers always feed it back

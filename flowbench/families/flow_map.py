@@ -101,7 +101,7 @@ class FlowMapParams(Params):
     eps: float = Field(0.02, gt=0.0, lt=1.0)
     precondition: Literal["none", "softmax"] = "none"
     # logits = network + the evidence of x_s about each token, t x_s / (1 - s)^2 (base.EvidenceHead)
-    evidence_head: bool = False
+    evidence_head: bool = True
     time: TimeSampling = TimeSampling()  # anchor times t (delta_{t,t})
 
 

@@ -87,10 +87,10 @@ class KLFlowParams(Params):
     # what the network reads: the simplex point x_t = softmax(l_t), or the centered logits l_t
     input: Literal["probs", "logits"] = "probs"
     # logits = network + the position's own evidence (base.EvidenceHead): the network learns context only
-    evidence_head: bool = False
+    evidence_head: bool = True
     # training times; a family trained on [0, t_max] samples on [0, t_max] and reads the
     # denoiser off there (KL-Flow's `max_t`), unless a sampler sets t_end
-    time: TimeSampling = TimeSampling()
+    time: TimeSampling = TimeSampling(high=0.4)
     # probability that a training batch row reads the network's own first-pass estimate of x_1
     # (base.Family.self_conditioned; Plaid uses 0.25, CDCD 0.5); samplers always feed it back
     self_cond: float = Field(0.0, ge=0.0, le=1.0)

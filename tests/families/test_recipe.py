@@ -100,7 +100,7 @@ def test_evidence_head_with_a_zero_network_is_the_single_position_posterior(name
 @pytest.mark.parametrize("name", list(CASES))
 def test_evidence_head_off_builds_the_plain_backbone(name):
     cls = FAMILIES.get(name)
-    fam = cls(params=cls.Params(**CASES[name][0]), vocab_size=V, seq_len=L)
+    fam = cls(params=cls.Params(**{**CASES[name][0], "evidence_head": False}), vocab_size=V, seq_len=L)
     assert not isinstance(fam.build_model(BackboneConfig(d_model=16, n_layers=1, n_heads=2)), EvidenceHead)
 
 
@@ -111,7 +111,8 @@ def test_dirichlet_evidence_head_needs_the_denoiser_head():
 
 
 # --- self-conditioning ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name,params", [("kl_flow", {}), ("dfm", {"source": "uniform"}),
+@pytest.mark.parametrize("name,params", [("kl_flow", {"evidence_head": False}),
+                                         ("dfm", {"source": "uniform", "evidence_head": False}),
                                          ("dirichlet_flow", {"head": "denoiser"})])
 def test_self_conditioning_with_a_zero_estimate_is_the_plain_model(name, params):
     cls = FAMILIES.get(name)
@@ -126,7 +127,7 @@ def test_self_conditioning_with_a_zero_estimate_is_the_plain_model(name, params)
         loss.backward()
         opt.step()
     assert model.self_cond.weight.abs().sum() > 0
-    plain = cls(params=cls.Params(**params), vocab_size=V, seq_len=L).build_model(config)
+    plain = cls(params=cls.Params(self_cond=0.0, **params), vocab_size=V, seq_len=L).build_model(config)
     missing = plain.load_state_dict(model.state_dict(), strict=False)
     assert missing.unexpected_keys == ["self_cond.weight"] and not missing.missing_keys
     x, kw = draws(name, fam, x1, torch.full((32,), 0.3, dtype=torch.float64))
