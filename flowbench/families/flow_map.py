@@ -62,6 +62,12 @@ a convex combination, so delta stays on the simplex. The oracle returns
 log delta_{s,t} = log(((1 - s) X_{s,t}(x) - (1 - t) x)/(t - s)), clamped at the smallest float64
 (for s = t: log D_s(x)). Composition is exact on nested grids, so the oracle obeys the semigroup
 identity to rounding when (u - s) and (t - u) are multiples of 1/steps_per_unit.
+
+Recipe (defaults set by measurement; README "Recipe ingredients"). `evidence_head` on: logits =
+network + t x_s / (1 - s)^2 at the state's time s, so delta_{s,s} with a zero network is the
+single-position posterior. gen PPL (entropy) at NFE 1 / 4 / 16 (suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge; mdlm at the same budget: 402 at NFE 64, 375 steps at 8/3 passes a
+step): plain 33437 (1.62) / 70314 (0.29: collapsed) / 29917 (1.20); evidence head 10000 (2.79) /
+10060 (3.16) / 10930 (3.22).
 """
 from __future__ import annotations
 
