@@ -29,3 +29,28 @@ def micro_language():
     from flowbench.data.language import HMMLanguage
 
     return HMMLanguage(seq_len=4, seed=0, n_topics=2)
+
+
+@pytest.fixture
+def smoke_suite(tmp_path):
+    """write(name="suite.yaml", **changes): suites/smoke.yaml with dotted keys replaced
+    (a.b.0.c: a list index) written under tmp_path; returns its path."""
+    from pathlib import Path
+
+    import yaml
+
+    smoke = Path(__file__).parents[1] / "suites" / "smoke.yaml"
+
+    def write(name: str = "suite.yaml", **changes):
+        data = yaml.safe_load(smoke.read_text())
+        for dotted, value in changes.items():
+            node = data
+            *path, last = dotted.split(".")
+            for key in path:
+                node = node[int(key)] if key.isdigit() else node[key]
+            node[last] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write

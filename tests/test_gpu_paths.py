@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import flowbench.runner as runner
 from flowbench.config import BackboneConfig, load_suite
@@ -21,21 +20,7 @@ from flowbench.registry import FAMILIES
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ROOT = Path(__file__).parents[1]
-SMOKE = ROOT / "suites" / "smoke.yaml"
 
-
-def suite_file(tmp_path, name="suite.yaml", **changes):
-    """The smoke suite with dotted keys replaced (a.b.0.c: a list index)."""
-    data = yaml.safe_load(SMOKE.read_text())
-    for dotted, value in changes.items():
-        node = data
-        *path, last = dotted.split(".")
-        for key in path:
-            node = node[int(key)] if key.isdigit() else node[key]
-        node[last] = value
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def rows(csv_path):
@@ -73,7 +58,7 @@ class Stop(Exception):
     pass
 
 
-def test_a_cuda_run_starts_one_training_process_unless_told(tmp_path, monkeypatch):
+def test_a_cuda_run_starts_one_training_process_unless_told(tmp_path, monkeypatch, smoke_suite):
     seen = []
 
     def stop(specs, *, jobs, progress):
@@ -81,25 +66,25 @@ def test_a_cuda_run_starts_one_training_process_unless_told(tmp_path, monkeypatc
         raise Stop  # the decision is made: nothing needs training here
 
     monkeypatch.setattr(runner, "train_all", stop)
-    path = suite_file(tmp_path, **{"eval.device": "cuda"})
+    path = smoke_suite(**{"eval.device": "cuda"})
     for jobs in (None, 3):
         with pytest.raises(Stop):
             runner.run_suite(path, out=tmp_path / "out", jobs=jobs, progress=False)
     assert seen == [1, 3]
 
 
-def identities(tmp_path, **changes):
-    points = plan(load_suite(suite_file(tmp_path, **changes)), only={"family": "mdlm"})
+def identities(smoke_suite, **changes):
+    points = plan(load_suite(smoke_suite(**changes)), only={"family": "mdlm"})
     trained = next(p for p in points if p.denoiser == "trained")
     oracle = next(p for p in points if p.denoiser == "oracle")
     return trained.model, trained.identity({}), oracle.identity({})
 
 
-def test_model_and_row_keys_carry_device_and_precision(tmp_path):
-    cpu, cpu_row, cpu_oracle = identities(tmp_path, **{"eval.device": "cpu"})
-    gpu, gpu_row, gpu_oracle = identities(tmp_path, **{"eval.device": "cuda"})
-    gpu32, _, _ = identities(tmp_path, **{"eval.device": "cuda", "train.precision": "fp32"})
-    cpu32, _, _ = identities(tmp_path, **{"eval.device": "cpu", "train.precision": "fp32"})
+def test_model_and_row_keys_carry_device_and_precision(smoke_suite):
+    cpu, cpu_row, cpu_oracle = identities(smoke_suite, **{"eval.device": "cpu"})
+    gpu, gpu_row, gpu_oracle = identities(smoke_suite, **{"eval.device": "cuda"})
+    gpu32, _, _ = identities(smoke_suite, **{"eval.device": "cuda", "train.precision": "fp32"})
+    cpu32, _, _ = identities(smoke_suite, **{"eval.device": "cpu", "train.precision": "fp32"})
     assert (cpu.identity()["device"], cpu.identity()["precision"]) == ("cpu", "fp32")
     assert (gpu.identity()["device"], gpu.identity()["precision"]) == ("cuda", "bf16")  # auto on CUDA
     assert gpu32.identity()["precision"] == "fp32"
@@ -134,26 +119,26 @@ def test_cuda_peak_memory_leaves_out_what_was_live_before(monkeypatch):
     assert memory.mb() == 120
 
 
-def test_warm_up_runs_at_the_timed_batch_size(tmp_path, monkeypatch):
+def test_warm_up_runs_at_the_timed_batch_size(tmp_path, monkeypatch, smoke_suite):
     cls = FAMILIES.get("mdlm")
     sizes = []
     real = cls.sample
     monkeypatch.setattr(cls, "sample", lambda self, model, *, n, **kw: sizes.append(n) or real(self, model, n=n, **kw))
-    path = suite_file(tmp_path, **{"eval.num_samples": 8, "eval.batch_size": 4, "runs": [
+    path = smoke_suite(**{"eval.num_samples": 8, "eval.batch_size": 4, "runs": [
         {"family": "mdlm", "denoiser": ["oracle"], "samplers": [{"sampler": "ancestral", "nfe": 2}]}]})
     runner.run_suite(path, out=tmp_path / "out", jobs=1, progress=False)
     assert sizes == [4, 4, 4]  # warm-up, then the two timed batches
     sizes.clear()
-    path = suite_file(tmp_path, **{"eval.num_samples": 32, "eval.batch_size": 16, "eval.device": "cpu", "runs": [
+    path = smoke_suite(**{"eval.num_samples": 32, "eval.batch_size": 16, "eval.device": "cpu", "runs": [
         {"family": "mdlm", "denoiser": ["oracle"], "samplers": [{"sampler": "ancestral", "nfe": 2}]}]})
     runner.run_suite(path, out=tmp_path / "out_cpu", jobs=1, progress=False)
     assert sizes == [8, 16, 16]  # on the CPU a small warm-up: the timed batches are what counts
 
 
 # --- precision ---------------------------------------------------------------------------------
-def test_smoke_suite_under_bf16_autocast_on_the_cpu(tmp_path):
+def test_smoke_suite_under_bf16_autocast_on_the_cpu(tmp_path, smoke_suite):
     """Every family trains and samples through the bf16 paths a GPU takes; rows stay finite."""
-    path = suite_file(tmp_path, **{"eval.device": "cpu", "train.precision": "bf16"})
+    path = smoke_suite(**{"eval.device": "cpu", "train.precision": "bf16"})
     got = rows(runner.run_suite(path, out=tmp_path / "out", jobs=1, progress=False))
     assert len(got) == len(plan(load_suite(path)))
     for r in got:

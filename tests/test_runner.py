@@ -4,7 +4,6 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flowbench import runner, trainer
 from flowbench.__main__ import main
@@ -73,10 +72,10 @@ class Killed(Exception):
     """Stands in for kill -9 in the middle of training."""
 
 
-def test_training_killed_between_checkpoints_gives_the_same_leaderboard(tmp_path, monkeypatch):
+def test_training_killed_between_checkpoints_gives_the_same_leaderboard(tmp_path, monkeypatch, smoke_suite):
     """Every model is killed after 6 of 12 steps (last checkpoint at 4) and the run started again
     until it finishes: every row equals that of an uninterrupted run in another cache and folder."""
-    suite = write_suite(tmp_path, **{
+    suite = smoke_suite(**{
         "train": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "eval_every": 4,
                   "checkpoint_every": 4, "val_sequences": 16},
         "runs": [{"family": "kl_flow", "samplers": [{"sampler": "ode", "nfe": [2]}]},
@@ -112,18 +111,6 @@ def test_training_killed_between_checkpoints_gives_the_same_leaderboard(tmp_path
     assert len(reference) == 3 and by_key(csv_path) == reference
 
 
-def write_suite(tmp_path, **changes):
-    data = yaml.safe_load(SMOKE.read_text())
-    for dotted, value in changes.items():
-        node = data
-        *path, last = dotted.split(".")
-        for key in path:
-            node = node[int(key)] if key.isdigit() else node[key]
-        node[last] = value
-    path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
 
 @pytest.mark.parametrize("change, message", [
     ({"trian": {"steps": 1}}, "trian: unknown key"),
@@ -135,8 +122,8 @@ def write_suite(tmp_path, **changes):
     ({"corpus.name": "text_files", "corpus.paths": ["/no/such/file.txt"]}, "/no/such/file.txt"),
     ({"train.steps": None}, "give exactly one budget of steps, tokens, passes"),
 ])
-def test_bad_suites_fail_before_training_in_one_line(tmp_path, capsys, change, message):
-    path = write_suite(tmp_path, **change)
+def test_bad_suites_fail_before_training_in_one_line(tmp_path, capsys, change, message, smoke_suite):
+    path = smoke_suite(**change)
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
@@ -148,10 +135,10 @@ def test_missing_suite_file(capsys, tmp_path):
     assert "suite file not found" in capsys.readouterr().err
 
 
-def test_corpus_that_cannot_fill_the_length_fails_before_training(tmp_path, capsys):
+def test_corpus_that_cannot_fill_the_length_fails_before_training(tmp_path, capsys, smoke_suite):
     text = tmp_path / "tiny.txt"
     text.write_text("\n".join(f"line {i} of a small text" for i in range(30)))
-    path = write_suite(tmp_path, **{"corpus.name": "text_files", "corpus.paths": [str(text)],
+    path = smoke_suite(**{"corpus.name": "text_files", "corpus.paths": [str(text)],
                                     "corpus.seq_len": 64, "corpus.vocab_size": 300,
                                     "eval.judge": "local"})
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
