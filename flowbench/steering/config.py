@@ -8,6 +8,7 @@ that names the model to train and its denoisers) plus a `steering:` mapping:
   nfe                     the look-ahead method's NFE grid; each value sets a compute budget
                           (4 nfe - 1 passes) that the baselines are matched to (run.py)
   eta                     guidance strength grid (lookahead and tangent)
+  horizon                 look-ahead reach grid: tau = t + horizon (1 - t); 1 is the seed's X_{t,1}
   methods                 any of base, lookahead, tangent, best_of_n, finetuned
   oracle_steps_per_unit   the oracle flow map's integration steps per unit time
   n_reference             exact samples behind the target's topic shares
@@ -33,6 +34,7 @@ class SteeringConfig(Frozen):
     lam: float = Field(1.0, gt=0)
     nfe: list[PositiveInt] = [4]
     eta: list[float] = [1.0]
+    horizon: list[float] = [1.0]
     methods: list[Method] = ["base", "lookahead", "tangent", "best_of_n", "finetuned"]
     oracle_steps_per_unit: PositiveInt = 16
     n_reference: PositiveInt = 4096
@@ -56,4 +58,6 @@ def load_steering_suite(path: str | Path) -> tuple[Suite, SteeringConfig]:
         raise SuiteError(f"{path}: runs: a steering suite has exactly one run, of family flow_map")
     if any(e < 0 for e in steering.eta):
         raise SuiteError(f"steering.eta: guidance strengths must be >= 0, got {steering.eta}")
+    if any(not 0 < h <= 1 for h in steering.horizon):
+        raise SuiteError(f"steering.horizon: look-ahead reaches must lie in (0, 1], got {steering.horizon}")
     return suite, steering

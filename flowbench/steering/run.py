@@ -4,7 +4,7 @@
 
 The flow_map network is trained (or reused) exactly as `flowbench run` does (runner.train_model,
 cached under the model's key). Budgets: for each look-ahead NFE k the look-ahead costs
-4k - 1 backbone passes per sample; tangent gets ceil(budget / 3) steps and best-of-N
+4k - 1 backbone passes per sample (4k for a horizon below 1); tangent gets ceil(budget / 3) steps and best-of-N
 N = ceil(budget / k) draws at NFE k, so each baseline spends at least the look-ahead's compute.
 base (unguided, k passes) and finetuned (unguided after fine-tuning, k passes at sampling, the
 fine-tuning's passes in ft_passes) show the starting point and the training-time route. The
@@ -42,7 +42,7 @@ from flowbench.trainer import load_checkpoint
 
 VERSION = 1  # bump when a method or a score changes: it enters every row key
 COLUMNS = [
-    "suite", "denoiser", "method", "budget_nfe", "nfe", "eta", "n_best", "passes", "backbone_calls",
+    "suite", "denoiser", "method", "budget_nfe", "nfe", "eta", "horizon", "n_best", "passes", "backbone_calls",
     "reward", "reward_params", "lam", "reward_mean", "topic_share", "target_topic_share", "topic_kl",
     "tilted_nll", "target_nll_floor", "entropy", "samples_per_s", "num_samples", "ft_steps", "ft_batch_size", "ft_lr",
     "ft_beta", "ft_passes", "ft_reward_end", "ft_div_end", "train_steps", "val_loss", "grid_power",
@@ -55,7 +55,7 @@ def methods_at(k: int, cfg: SteeringConfig, denoiser: str) -> list[dict]:
     """The rows of look-ahead NFE k: each method's parameters at that compute budget."""
     budget = passes("lookahead", nfe=k)
     rows = {"base": [{"nfe": k}],
-            "lookahead": [{"nfe": k, "eta": eta} for eta in cfg.eta],
+            "lookahead": [{"nfe": k, "eta": eta, "horizon": h} for eta in cfg.eta for h in cfg.horizon],
             "tangent": [{"nfe": math.ceil(budget / 3), "eta": eta} for eta in cfg.eta],
             "best_of_n": [{"nfe": k, "n_best": math.ceil(budget / k)}],
             "finetuned": [{"nfe": k}] if denoiser == "trained" else []}
@@ -139,7 +139,8 @@ def run_steering(path: str | Path, *, out: str | Path | None = None, progress: b
                                              grid_power=grid_power, seed=spec.seed)
             board.samples.write_samples(key, [{"text": corpus.decode(t), "ids": t.tolist()} for t in tokens])
             board.append({**common, **extra, **ft, **m, **target.score(tokens), "suite": suite.name,
-                          "denoiser": denoiser, "passes": passes(m["method"], nfe=m["nfe"], n_best=m.get("n_best", 1)),
+                          "denoiser": denoiser, "passes": passes(m["method"], nfe=m["nfe"], n_best=m.get("n_best", 1),
+                                                                       horizon=m.get("horizon", 1.0)),
                           "backbone_calls": calls, "samples_per_s": len(tokens) / seconds,
                           "num_samples": len(tokens), "params": json.dumps({**m, **ft}, sort_keys=True),
                           "git_sha": sha, "row_key": key, "timestamp": stamp})
@@ -170,7 +171,8 @@ def _sample(family, model, m: dict, *, suite, reward, lam, grid_power, seed):
         t0 = time.perf_counter()
         if m["method"] in ("lookahead", "tangent"):
             ids = guided_sample(family, counter, n=size, nfe=m["nfe"], eta=m["eta"], reward=reward, lam=lam,
-                                method=m["method"], grid_power=grid_power, generator=gen)
+                                method=m["method"], horizon=m.get("horizon", 1.0), grid_power=grid_power,
+                                generator=gen)
         elif m["method"] == "best_of_n":
             ids = best_of_n(family, counter, n=size, n_best=m["n_best"], nfe=m["nfe"], reward=reward,
                             generator=gen, grid_power=grid_power)
