@@ -91,6 +91,8 @@ def run_steering(path: str | Path, *, out: str | Path | None = None, progress: b
     if not points:
         raise SuiteError("runs[0].samplers: a steering suite needs a flow_map sampler entry (its grid_power)")
     spec, grid_power = points[0].model, points[0].sampler_params.grid_power
+    if points[0].sampler_params.decode != "argmax":
+        raise SuiteError("runs[0].samplers[0].decode: steering decodes the final state by argmax only")
     denoisers = list(dict.fromkeys(p.denoiser for p in points))
     corpus = make_corpus(suite, cache_dir=cache_root())
     try:
