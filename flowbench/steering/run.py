@@ -4,7 +4,8 @@
 
 The flow_map network is trained (or reused) exactly as `flowbench run` does (runner.train_model,
 cached under the model's key). Budgets: for each look-ahead NFE k the look-ahead costs
-4k - 1 backbone passes per sample (4k for a horizon below 1); tangent gets ceil(budget / 3) steps and best-of-N
+4k - 1 backbone passes per sample with horizon 1, 4k with a horizon below 1 (the budget is the
+costlier of the suite's horizons); tangent gets ceil(budget / 3) steps and best-of-N
 N = ceil(budget / k) draws at NFE k, so each baseline spends at least the look-ahead's compute.
 base (unguided, k passes) and finetuned (unguided after fine-tuning, k passes at sampling, the
 fine-tuning's passes in ft_passes) show the starting point and the training-time route. The
@@ -53,7 +54,7 @@ COLUMNS = [
 
 def methods_at(k: int, cfg: SteeringConfig, denoiser: str) -> list[dict]:
     """The rows of look-ahead NFE k: each method's parameters at that compute budget."""
-    budget = passes("lookahead", nfe=k)
+    budget = passes("lookahead", nfe=k, horizon=min(cfg.horizon))
     rows = {"base": [{"nfe": k}],
             "lookahead": [{"nfe": k, "eta": eta, "horizon": h} for eta in cfg.eta for h in cfg.horizon],
             "tangent": [{"nfe": math.ceil(budget / 3), "eta": eta} for eta in cfg.eta],
@@ -116,8 +117,9 @@ def run_steering(path: str | Path, *, out: str | Path | None = None, progress: b
         todo = []
         for k in cfg.nfe:
             for m in methods_at(k, cfg, denoiser):
+                own = {"nfe", "eta", "horizon", "methods"} | ({"finetune"} if m["method"] != "finetuned" else set())
                 ident = {"version": VERSION, "model": spec.identity(), "denoiser": denoiser, "method": m,
-                         "steering": cfg.model_dump(exclude={"nfe", "eta", "methods"}),
+                         "steering": cfg.model_dump(exclude=own),
                          "num_samples": suite.eval.num_samples, "grid_power": grid_power}
                 if denoiser == "oracle":
                     ident["model"] = {k_: v for k_, v in ident["model"].items() if k_ not in ("train", "backbone")}
