@@ -76,7 +76,7 @@ def finetune(family: FlowMap, model: torch.nn.Module, *, reward, lam: float, nfe
         torch.nn.utils.clip_grad_norm_(tuned.parameters(), config.grad_clip)
         opt.step()
         passes += j + 3 * (1 if j == nfe - 1 else 2) + (1 if j == nfe - 1 else 2)
-        history.append((float(r.mean()), float(div.mean())))
+        history.append((float(r.mean().detach()), float(div.mean().detach())))
     last = history[-max(1, len(history) // 10):]
     return tuned.eval(), {"ft_passes": passes,
                           "ft_reward_end": sum(h[0] for h in last) / len(last),
