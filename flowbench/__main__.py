@@ -1,4 +1,4 @@
-"""Command line: `python -m flowbench list`, `run SUITE.yaml` and `compare RUN REFERENCE`."""
+"""Command line: `python -m flowbench list`, `run SUITE.yaml`, `steer SUITE.yaml` and `compare RUN REFERENCE`."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--jobs", type=int, help="parallel training processes (default: CPU count; 1 on a GPU)")
     run.add_argument("--include", action="append", default=[], metavar="PATH", help=INCLUDE_HELP)
     run.add_argument("--no-progress", action="store_true")
+    steer = sub.add_parser("steer", help="run a steering suite (reward alignment; flowbench/steering)")
+    steer.add_argument("suite")
+    steer.add_argument("--out", help="output directory (default results/<suite name>)")
+    steer.add_argument("--no-progress", action="store_true")
     cmp = sub.add_parser("compare", help="rows whose metrics differ between a run and a reference; "
                                          "exit code 1 if any differ or are missing")
     cmp.add_argument("run", help="a results folder or its leaderboard.csv, e.g. results/nfe_sweep")
@@ -34,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "compare":
         return _compare(args)
+    if args.command == "steer":
+        return _steer(args)
 
     from flowbench.plugins import PluginError, include
     from flowbench.registry import CORPORA, FAMILIES, JUDGES, METRICS, RegistryError
@@ -80,6 +86,22 @@ def _list(*, verbose: bool, registries) -> int:
         for name in families.names():
             print()
             print("\n".join(describe_family(families.get(name))))
+    return 0
+
+
+def _steer(args) -> int:
+    from flowbench.config import SuiteError
+    from flowbench.registry import RegistryError
+    from flowbench.steering.report import summary
+    from flowbench.steering.run import run_steering
+    from flowbench.trainer import CheckpointError
+
+    try:
+        csv_path = run_steering(args.suite, out=args.out, progress=not args.no_progress)
+    except (SuiteError, RegistryError, CheckpointError) as err:
+        print(f"flowbench: error: {err}", file=sys.stderr)
+        return 2
+    print(summary(csv_path))
     return 0
 
 
