@@ -63,7 +63,8 @@ def score_samples(tokens: torch.Tensor, *, corpus, judge, eval_config, seed: int
     """Every metric column of one row: tokens (N, L) are the generator's ids, scored by `judge`
     (its per-token NLL) and compared with `corpus` (held-out data, exact marginals)."""
     nll, mask = judge.score(tokens) if judge is not None else (None, None)
-    samples = Samples(tokens=tokens, nll=nll, mask=mask, corpus=corpus, seed=seed, cache_dir=cache_dir)
+    samples = Samples(tokens=tokens, nll=nll, mask=mask, corpus=corpus, judge=judge, seed=seed,
+                      cache_dir=cache_dir)
     row: dict = {}
     for name in selected(eval_config, corpus):
         entry = METRICS.get(name)

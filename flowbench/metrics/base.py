@@ -34,6 +34,7 @@ class Samples:
     nll: torch.Tensor | None
     mask: torch.Tensor | None
     corpus: Any = None
+    judge: Any = None
     seed: int = 0
     cache_dir: Any = None
     _texts: list[str] | None = field(default=None, repr=False)

@@ -17,11 +17,12 @@ class GenPPL(Metric):
       gen_ppl_mean  = mean_n exp(sum_i nll_ni / M_n)      mean of per-sample PPL (SEDD / flow_matching)
       nll_mean      = sum nll / sum tokens                 nats per scored token
       nll_median    = median per-token NLL (the exact judge's NLL is heavy-tailed)
+      gen_ppl_floor = gen_ppl of as many test-split sequences under the same judge (true data)
     """
 
     name = "gen_ppl"
     higher_is_better = False
-    columns = ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median")
+    columns = ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median", "gen_ppl_floor")
     interval = ("gen_ppl",)
     needs_judge = True
 
@@ -39,7 +40,26 @@ class GenPPL(Metric):
     def compute(self, samples, params=None):
         row = super().compute(samples, params)
         row["nll_median"] = samples.nll.double()[samples.mask.bool()].median().item()
+        if samples.judge is not None and samples.corpus is not None:
+            row["gen_ppl_floor"] = true_gen_ppl(samples.judge, samples.corpus, len(samples.tokens))
         return row
+
+
+_floors: dict = {}
+
+
+def true_gen_ppl(judge, corpus, n: int) -> float | None:
+    """gen_ppl of the first n test-split sequences under `judge` (once per judge and n)."""
+    key = (id(judge), id(corpus), n)
+    if key not in _floors:
+        available = corpus.available("test")
+        true = corpus.split("test", min(n, available) if available is not None else n)
+        if len(true) == 0:
+            _floors[key] = None
+        else:
+            nll, mask = judge.score(true)
+            _floors[key] = math.exp((nll.double() * mask).sum().item() / mask.sum().item())
+    return _floors[key]
 
 
 def gen_ppl(*, tokens: torch.Tensor | None, nll: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
