@@ -56,6 +56,7 @@ class Metric:
     interval: ClassVar[tuple[str, ...]] = ()  # columns that get <col>_lo / <col>_hi
     needs_exact: ClassVar[bool] = False  # needs a corpus with a known likelihood (the embedded language)
     needs_judge: ClassVar[bool] = False  # reads the judge's NLL
+    bounds: ClassVar[tuple[float, float]] = (0.0, float("inf"))  # range of the interval columns
 
     def check(self, corpus, params: dict) -> None:
         """Raise MetricError (one line) if this metric cannot run on `corpus` with `params`."""
@@ -80,7 +81,7 @@ class Metric:
         row = self.combine(stats, samples, params)
         if self.interval:
             row.update(bootstrap_interval(lambda s: self.combine(s, samples, params), stats,
-                                          columns=self.interval, seed=samples.seed))
+                                          columns=self.interval, seed=samples.seed, bounds=self.bounds))
         return row
 
     def all_columns(self) -> tuple[str, ...]:

@@ -21,7 +21,8 @@ LEVEL = 0.95
 
 def bootstrap_interval(combine: Callable[[dict[str, np.ndarray]], dict[str, float]],
                        stats: dict[str, np.ndarray], *, columns: tuple[str, ...], seed: int,
-                       replicates: int = REPLICATES, level: float = LEVEL) -> dict[str, float]:
+                       replicates: int = REPLICATES, level: float = LEVEL,
+                       bounds: tuple[float, float] = (-np.inf, np.inf)) -> dict[str, float]:
     """{<col>_lo, <col>_hi} for each of `columns`; stats hold arrays with a leading axis N."""
     n = len(next(iter(stats.values())))
     point = combine(stats)
@@ -34,16 +35,18 @@ def bootstrap_interval(combine: Callable[[dict[str, np.ndarray]], dict[str, floa
             draws[c][b] = out[c]
     row = {}
     for c in columns:
-        row[f"{c}_lo"], row[f"{c}_hi"] = shifted_interval(draws[c], point[c], level=level)
+        row[f"{c}_lo"], row[f"{c}_hi"] = shifted_interval(draws[c], point[c], level=level, bounds=bounds)
     return row
 
 
-def shifted_interval(draws: np.ndarray, point: float, *, level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval of bootstrap replicates, recentred on the point estimate."""
+def shifted_interval(draws: np.ndarray, point: float, *, level: float = LEVEL,
+                     bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates, recentred on the point estimate and kept
+    inside the metric's range (`bounds`: KL >= 0, MAUVE in [0, 1])."""
     tail = (1 - level) / 2
     bias = float(np.mean(draws)) - point
-    lo, hi = np.quantile(draws, [tail, 1 - tail])
-    return float(lo - bias), float(hi - bias)
+    lo, hi = np.quantile(draws, [tail, 1 - tail]) - bias
+    return float(np.clip(lo, *bounds)), float(np.clip(hi, *bounds))
 
 
 def seed_interval(values: np.ndarray, *, seed: int = 0, replicates: int = REPLICATES,

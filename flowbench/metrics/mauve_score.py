@@ -53,7 +53,7 @@ def histogram_interval(p_hist, q_hist, *, n_p: int, n_q: int, scaling: float, se
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x3A0E]))
     draws = [mauve_from_histograms(rng.multinomial(n_p, p_hist) / n_p, rng.multinomial(n_q, q_hist) / n_q,
                                    scaling=scaling) for _ in range(replicates)]
-    return shifted_interval(np.asarray(draws), point, level=level)
+    return shifted_interval(np.asarray(draws), point, level=level, bounds=(0.0, 1.0))
 
 
 @lru_cache(maxsize=16)
