@@ -30,8 +30,12 @@ REPLICATES = 200
 
 
 def mauve_of(p: np.ndarray, q: np.ndarray, *, scaling: float, buckets, seed: int):
+    import faiss
     import mauve
 
+    # one thread: k-means on a few hundred points gains nothing from more, and OpenMP threads
+    # spinning on a shared CPU made one call take minutes
+    faiss.omp_set_num_threads(1)
     return mauve.compute_mauve(p_features=p, q_features=q, num_buckets=buckets,
                                mauve_scaling_factor=scaling, seed=seed, verbose=False)
 
