@@ -15,27 +15,12 @@ from pydantic import Field
 
 from flowbench.config import BackboneConfig
 from flowbench.gpt2 import GPT2, gpt2_config
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical
+from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, top_p_filter  # noqa: F401
 from flowbench.registry import FAMILIES
 
 
 class KVCacheParams(SamplerParams):
     nfe: int | None = None  # must equal L; None means L
-    # logits are divided by it before each draw (1: the model's own distribution)
-    temperature: float = Field(1.0, gt=0)
-    # nucleus: draw among the smallest set of tokens whose probability reaches top_p (1: all)
-    top_p: float = Field(1.0, gt=0, le=1)
-
-
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability reaches top_p; others get -inf. (B, V)."""
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(-1, descending=True)
-    cum = sorted_logits.softmax(-1).cumsum(-1)
-    drop = cum - sorted_logits.softmax(-1) >= top_p  # tokens entirely beyond the nucleus
-    sorted_logits[drop] = -torch.inf
-    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
 
 
 @FAMILIES.register("ar_gpt2")
@@ -65,7 +50,7 @@ class ARGPT2(Family):
         past, out = None, []
         for _ in range(self.seq_len):
             logits, past = model(tokens, past_key_values=past)  # (n, 1, V), cache grows by one
-            logits = top_p_filter(logits[:, -1].double() / params.temperature, params.top_p)
-            tokens = sample_categorical(logits, generator=generator)[:, None]
+            tokens = sample_categorical(logits[:, -1].double(), generator=generator,
+                                        temperature=params.temperature, top_p=params.top_p)[:, None]
             out.append(tokens)
         return torch.cat(out, dim=1)

@@ -122,7 +122,8 @@ class MDLM(Family):
             masked = x == self.mask_id
             reveal = masked & (torch.rand(x.shape, generator=generator, device=device,
                                           dtype=torch.float64) < p_reveal[k])
-            draw = sample_categorical(logits, generator=generator)
+            draw = sample_categorical(logits, generator=generator, temperature=params.temperature,
+                                      top_p=params.top_p)
             x = torch.where(reveal, draw, x)
             if cached:  # only the cached sampler needs to know on the host (one sync per step)
                 changed = bool(reveal.any())

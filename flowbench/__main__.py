@@ -1,4 +1,6 @@
-"""Command line: `python -m flowbench list`, `run SUITE.yaml`, `steer SUITE.yaml` and `compare RUN REFERENCE`."""
+"""Command line: `python -m flowbench list`, `run SUITE.yaml`, `steer SUITE.yaml`,
+`compare RUN REFERENCE`, `report RESULTS`, `leaderboard RESULTS... --out CSV` and
+`score SAMPLES --corpus ...`."""
 from __future__ import annotations
 
 import argparse
@@ -34,12 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("reference", help="e.g. results/reference/nfe_sweep")
     cmp.add_argument("--rtol", type=float, default=None,
                      help="relative tolerance of the quality metrics (default 1e-6)")
+    _add_report_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "compare":
         return _compare(args)
     if args.command == "steer":
         return _steer(args)
+    if args.command in ("report", "leaderboard", "score"):
+        return _report_commands(args)
 
     from flowbench.plugins import PluginError, include
     from flowbench.registry import CORPORA, FAMILIES, JUDGES, METRICS, RegistryError
@@ -131,6 +136,53 @@ def _reference_summary(csv_path: Path, *, only: dict) -> None:
     families = {only["family"]} if only.get("family") else None
     print(compare(csv_path, reference, families=families).summary()
           + f" (details: python -m flowbench compare {Path(csv_path).parent} {reference.parent})")
+
+
+def _add_report_commands(sub) -> None:
+    rep = sub.add_parser("report", help="write report.md and PNGs beside a leaderboard")
+    rep.add_argument("results", help="a results folder or its leaderboard.csv, e.g. results/nfe_sweep")
+    lb = sub.add_parser("leaderboard", help="merge the leaderboards of several suites into one CSV")
+    lb.add_argument("results", nargs="+", help="results folders or leaderboard.csv files")
+    lb.add_argument("--out", required=True, help="the merged CSV (a report can be written beside it)")
+    sc = sub.add_parser("score", help="score samples produced elsewhere with the harness's metrics")
+    sc.add_argument("samples", help="a .jsonl file (records with 'ids' or 'text') or a .txt file (one per line)")
+    sc.add_argument("--corpus", required=True, help="a suite file, or a mapping like '{name: hmm_language, seq_len: 32}'")
+    sc.add_argument("--judge", help="judge name (default: the suite's, else exact)")
+    sc.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and k-means")
+    sc.add_argument("--out", help="also append the row to this CSV")
+
+
+def _report_commands(args) -> int:
+    from flowbench.config import SuiteError
+    from flowbench.data.corpus import CorpusError
+    from flowbench.judges import JudgeError
+    from flowbench.registry import RegistryError
+    from flowbench.report import ReportError, merge, write_report
+    from flowbench.score import ScoreError
+
+    try:
+        if args.command == "report":
+            print(write_report(args.results))
+        elif args.command == "leaderboard":
+            print(merge(args.results, args.out))
+        else:
+            import json
+
+            from flowbench.runner import cache_root
+            from flowbench.score import score_file
+
+            row = score_file(args.samples, corpus_spec=args.corpus, judge=args.judge, seed=args.seed,
+                             cache_dir=cache_root())
+            print(json.dumps(row, indent=1))
+            if args.out:
+                import pandas as pd
+
+                out = Path(args.out)
+                pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
+    except (ReportError, ScoreError, SuiteError, CorpusError, JudgeError, RegistryError) as err:
+        print(f"flowbench: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

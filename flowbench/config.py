@@ -87,6 +87,8 @@ class EvalConfig(Frozen):
     batch_size: PositiveInt = 256
     judge: str = "exact"
     judge_params: dict[str, Any] = {}  # keyword arguments of the judge (e.g. revision)
+    metrics: list[str] | None = None  # None: every registered metric the corpus supports
+    metric_params: dict[str, dict[str, Any]] = {}  # per metric, e.g. {mauve: {features: exact}}
     device: str = "auto"  # auto | cpu | cuda
 
 

@@ -12,11 +12,15 @@ import json
 import os
 from pathlib import Path
 
-SWEEP_COLUMNS = ("t_star", "beta", "alpha")  # sampler/family knobs swept by suites
+from flowbench.metrics import METRIC_COLUMNS
+
+SWEEP_COLUMNS = ("t_star", "beta", "alpha", "temperature", "top_p")  # sampler/family knobs swept by suites
 COLUMNS = [
     "suite", "family", "denoiser", "sampler", "nfe", "backbone_calls", *SWEEP_COLUMNS,
     "seed", "params", "train_steps", "train_tokens", "train_passes", "val_loss", "gen_ppl", "gen_ppl_mean",
-    "nll_mean", "nll_median", "ppl_floor", "judge", "entropy", "samples_per_s", "tokens_per_s",
+    "nll_mean", "nll_median", "ppl_floor", "judge", "entropy",
+    *[c for c in METRIC_COLUMNS if c not in ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median", "entropy")],
+    "samples_per_s", "tokens_per_s",
     "latency_s", "peak_mem_mb", "num_samples", "family_params", "sampler_params", "device",
     "precision", "torch", "git_sha", "config_hash", "row_key", "timestamp", "versions", "supersedes",
 ]

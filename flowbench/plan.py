@@ -166,7 +166,11 @@ def plan(suite: Suite, *, only: dict[str, str] | None = None) -> list[Point]:
 
 
 def check_corpus(corpus, suite: Suite, models: list[ModelSpec]) -> None:
-    """Fail before training if the corpus cannot fill the splits the suite asks for."""
+    """Fail before training if the corpus cannot fill the splits the suite asks for, or cannot
+    provide a metric the suite asks for."""
+    from flowbench.metrics import check_metrics
+
+    check_metrics(suite.eval, corpus)
     for split, n in (("train", max((m.train.train_sequences or 1) for m in models) if models else 1),
                      ("validation", max((m.train.val_sequences for m in models), default=1))):
         have = corpus.available(split)

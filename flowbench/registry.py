@@ -20,6 +20,7 @@ T = TypeVar("T")
 _BUILTIN_MODULES = (
     "flowbench.data.language",
     "flowbench.data.text",
+    "flowbench.data.wordnet",
     "flowbench.judges",
     "flowbench.metrics",
     "baselines.ar_gpt2",

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from flowbench.backbone import count_params
 from flowbench.config import Suite, config_hash, load_suite
 from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
+from flowbench.metrics import score_samples
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
 from flowbench.registry import FAMILIES, JUDGES, METRICS, load_builtins
 from flowbench.trainer import load_checkpoint, precision_context, resolve_device, train
@@ -181,9 +182,8 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     tokens = torch.cat(chunks)
     seconds = sum(latencies)
     peak = memory.mb()
-    nll, mask = judge.score(tokens)
-    for name in METRICS.names():
-        row.update(METRICS.get(name)(tokens=tokens, nll=nll, mask=mask))
+    row.update(score_samples(tokens, corpus=corpus, judge=judge, eval_config=suite.eval, seed=spec.seed,
+                             cache_dir=cache_root()))
     sp = point.sampler_params.model_dump()
     nfe = sp.get("nfe") or corpus.seq_len
     merged = {**spec.params.model_dump(), **sp}

@@ -73,8 +73,8 @@ def test_learning_curves_and_unmerged_report_rows(tmp_path):
     assert df["run"].str.contains("step=rate").any() and df["run"].str.contains("step=exact").any()
     report = write_report(csv_path).read_text()
     assert "Quality against training compute" in report
-    first_table = report.split("## ")[0]
-    assert sum(line.startswith("| dfm") for line in first_table.splitlines()) == len(rows)  # one line a row
+    every_row = report.split("## Every row")[1].split("## ")[0]
+    assert sum(line.startswith("| dfm") for line in every_row.splitlines()) == len(rows)  # one line a row
     by_key = {r["row_key"]: float(r["gen_ppl"]) for r in rows}
     assert all(by_key[k] == v for k, v in zip(df["row_key"], df["gen_ppl"]))
     assert (out / "gen_ppl_vs_train_compute.png").stat().st_size > 0

@@ -390,6 +390,17 @@ class HMMLanguage(Corpus):
             self._entropy[n] = (float(h.mean()), se)
         return self._entropy[n]
 
+    def topic_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """p(k | x) for each sequence of ids x (B, L): float64 (B, K), the exact features of
+        MAUVE on this language (flowbench/metrics/features.py)."""
+        x = self._check_ids(x)
+        B, L = x.shape
+        lik = self._token_lik(x)
+        _, preds = self._forward(lik, B, L, keep=True, device=x.device)
+        last = preds[:, -1] * lik(L - 1)                                    # (B, K, S) p(k, s_L, x)
+        joint = last.sum(-1)                                                # (B, K)
+        return joint / joint.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+
     def state_marginals(self) -> torch.Tensor:
         """p(k, s_i) for every position, float64 (L, K, S)."""
         m = [self._start]

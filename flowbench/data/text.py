@@ -213,16 +213,20 @@ class TextFiles(_PackedText):
         self._fields = {"one_doc_per": one_doc_per, "seed": self.seed, "valid_fraction": self.valid_fraction,
                         "test_fraction": self.test_fraction, "requested_vocab_size": vocab_size}
         stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
-        key = _digest("text_files", _FORMAT, stats, vocab_size, one_doc_per, self.seed,
-                      self.valid_fraction, self.test_fraction)
+        # a subclass that reads other documents from the same files gets keys of its own
+        key = _digest(self.name, _FORMAT, stats, vocab_size, one_doc_per, self.seed,
+                      self.valid_fraction, self.test_fraction, *self._key_extra())
         cache = Path(cache_dir)
         self.tokenizer_path = cache / "tokenizers" / f"{key}.json"
-        self.stream_path = cache / "streams" / f"text_files-{key}.pt"
+        self.stream_path = cache / "streams" / f"{self.name}-{key}.pt"
         self._tok = self._load_or_train_tokenizer()
         self._tok.encode_special_tokens = True  # a literal "<|endoftext|>" in text stays text
         self.eos_id = self._tok.token_to_id(EOS_TOKEN)
         self.vocab_size = self._tok.get_vocab_size()
         self._load_streams(self.stream_path, self._build_streams)
+
+    def _key_extra(self) -> tuple:
+        return ()
 
     def _iter_all(self) -> Iterator[str]:
         for f in self.files:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from flowbench.config import BackboneConfig
@@ -44,9 +44,27 @@ class Params(BaseModel):
 
 
 class SamplerParams(Params):
-    """Base of every sampler's parameters; `nfe` is the number of function evaluations."""
+    """Base of every sampler's parameters; `nfe` is the number of function evaluations.
+
+    temperature and top_p act on the sampler's final categorical draw of clean tokens (every
+    draw that fixes a token for good: each AR step, each MDLM / DFM unmasking or jump draw, the
+    last decode of a flow): logits / temperature, then the nucleus of mass top_p. At 1 and 1
+    the draw is untouched, bit for bit. A sampler whose final read is an argmax has no draw to
+    temper and rejects other values."""
 
     nfe: PositiveInt = Field(description="function evaluations: backbone calls per sample batch")
+    temperature: float = Field(1.0, gt=0, description="divides the logits of the final categorical draw (1: the model's own)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus of the final draw: the smallest token set of this mass (1: all)")
+    # False for samplers that end in an argmax (set by such a sampler's params class)
+    final_draw: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _tempering_needs_a_draw(self):
+        argmax = not self.final_draw or getattr(self, "decode", None) == "argmax"
+        if argmax and (self.temperature != 1.0 or self.top_p != 1.0):
+            raise ValueError("temperature and top_p act on a categorical draw; this sampler decodes by "
+                             "argmax" + (" (set decode to draw instead)" if hasattr(self, "decode") else ""))
+        return self
 
 
 class Family:
@@ -193,10 +211,23 @@ def time_grid(nfe: int, *, t_end: float = 1.0, dtype=torch.float64) -> torch.Ten
 SAMPLE_BUDGET_BYTES = 256 * 2**20  # float64 working set of one sample_categorical chunk
 
 
-def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator,
-                       max_bytes: int = SAMPLE_BUDGET_BYTES) -> torch.Tensor:
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches top_p; others get -inf. (B, V)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(-1, descending=True)
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cum - sorted_logits.softmax(-1) >= top_p  # tokens entirely beyond the nucleus
+    sorted_logits[drop] = -torch.inf
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator, temperature: float = 1.0,
+                       top_p: float = 1.0, max_bytes: int = SAMPLE_BUDGET_BYTES) -> torch.Tensor:
     """Draw ids (...,) from logits (..., V) by Gumbel-argmax in float64 (float32 Gumbel noise
-    biases rare tokens).
+    biases rare tokens). With temperature or top_p set, each chunk's logits are divided by the
+    temperature (in float64) and cut to the nucleus of mass top_p first; at 1 and 1 they are
+    used as given.
 
     The rows (all leading positions) are drawn in chunks whose one float64 (rows, V) buffer
     stays under `max_bytes` (at least one row): with a hub vocabulary (V = 50257) an unchunked
@@ -210,6 +241,8 @@ def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator,
     out = torch.empty(flat.shape[0], dtype=torch.long, device=logits.device)
     for i in range(0, flat.shape[0], rows):
         chunk = flat[i:i + rows]
+        if temperature != 1.0 or top_p < 1.0:
+            chunk = top_p_filter(chunk.double() / temperature, top_p)
         g = torch.rand(chunk.shape, dtype=torch.float64, generator=generator, device=logits.device)
         g.clamp_min_(1e-300).log_().neg_().log_().neg_()                           # Gumbel noise, in place
         out[i:i + rows] = g.add_(chunk).argmax(-1)                                 # float64 logits + noise

@@ -212,7 +212,8 @@ class DFM(Family):
             jump = torch.rand(x.shape, generator=generator, device=device, dtype=torch.float64) < p_jump[k]
             if self.masked_source:
                 jump &= x == self.mask_id
-            draw = sample_categorical(logits, generator=generator)  # (n, L), may equal x (uniform)
+            draw = sample_categorical(logits, generator=generator, temperature=params.temperature,
+                                      top_p=params.top_p)  # (n, L), may equal x (uniform)
             x = torch.where(jump, draw, x)
         return x
 

@@ -259,7 +259,8 @@ class DirichletFlow(Family):
         if params.decode == "argmax":
             return x.argmax(-1)
         p = x.clamp_min(0.0)
-        return sample_categorical(p.log(), generator=generator)
+        return sample_categorical(p.log(), generator=generator, temperature=params.temperature,
+                                  top_p=params.top_p)
 
     # --- oracle ------------------------------------------------------------------------------
     def model_evidence(self, x, t, s):

@@ -72,7 +72,7 @@ step): plain 33437 (1.62) / 70314 (0.29: collapsed) / 29917 (1.20); evidence hea
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,7 @@ class FlowMapSamplerParams(SamplerParams):
 class EulerSamplerParams(SamplerParams):
     """solver: fixed-grid ODE solver (nfe a multiple of its stages). t_end: last grid time."""
 
+    final_draw: ClassVar[bool] = False  # ends in an argmax of the solved state
     solver: Solver = "euler"
     t_end: float = Field(1.0, gt=0.0, le=1.0)
 
@@ -279,7 +280,8 @@ class FlowMap(Family):
             logits = model(x, s=s, t=t).double()                                   # (n, L, V)
             x = jump(x, delta=logits.softmax(-1), s=s, t=t)
         if params.decode == "sample":
-            return sample_categorical(logits, generator=generator)
+            return sample_categorical(logits, generator=generator, temperature=params.temperature,
+                                      top_p=params.top_p)
         return logits.argmax(-1)
 
     def _sample_euler(self, model, x0: torch.Tensor, params: EulerSamplerParams) -> torch.Tensor:

@@ -203,7 +203,7 @@ class KLFlow(Family):
         _, logp = self.trajectory(model, n=n, sampler=sampler, params=params, generator=generator)
         if params.decode == "argmax":
             return logp.argmax(-1)
-        return sample_categorical(logp, generator=generator)
+        return sample_categorical(logp, generator=generator, temperature=params.temperature, top_p=params.top_p)
 
     @torch.no_grad()
     def trajectory(self, model, *, n: int, sampler: str, params: SamplerParams,

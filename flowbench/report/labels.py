@@ -1,0 +1,73 @@
+"""A leaderboard as a DataFrame whose `run` label names everything that distinguishes a row
+but NFE, so that no two configurations ever share a label (and nothing is averaged)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowbench.leaderboard import COLUMNS, SWEEP_COLUMNS
+
+TEMPERING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
+
+
+def load(csv_path: str | Path) -> pd.DataFrame:
+    """The leaderboard's current rows with `config` (family, sampler and every parameter that
+    varies) and `run` (config, plus oracle, training budget and seed where they vary)."""
+    df = pd.read_csv(csv_path, dtype={"row_key": str, "supersedes": str})
+    return label(df)
+
+
+def label(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for col in COLUMNS:  # an older leaderboard lacks the newer columns
+        if col not in df:
+            df[col] = np.nan
+    params = df["sampler_params"].astype(object).where(df["sampler_params"].notna(), "{}")
+    for col in SWEEP_COLUMNS:  # older rows kept some sweep knobs (AR's temperature) in the JSON only
+        df[col] = df[col].fillna(params.map(lambda p, c=col: json.loads(p or "{}").get(c)))
+    df[list(SWEEP_COLUMNS)] = df[list(SWEEP_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    if df["supersedes"].notna().any():  # rows of an older family/corpus/judge version: only the newest count
+        df = df[~df["row_key"].isin(df["supersedes"].dropna())].reset_index(drop=True)
+    df["config"] = df["family"] + _varied(df, "family_params") + "/" + df["sampler"] + _varied(df, "sampler_params")
+    for col in SWEEP_COLUMNS:  # a knob at its default (temperature 1, top_p 1) goes unnamed
+        default = TEMPERING_DEFAULTS.get(col)
+        df["config"] += df[col].map(lambda v, c=col, d=default: f" {c}={v:g}" if pd.notna(v) and v != d else "")
+    df["run"] = df["config"] + df["denoiser"].map({"oracle": " (oracle)"}).fillna("")
+    for col, name in (("train_passes", "passes"), ("seed", "seed")):
+        if df.loc[df["denoiser"] == "trained", col].nunique() > 1:
+            df["run"] += df[col].map(lambda v, n=name: f" {n}={v:g}" if pd.notna(v) else "")
+    for col in ("suite", "corpus"):
+        if col in df and df[col].nunique() > 1:  # a merged leaderboard: the suite is part of the label
+            df["run"] = df[col].astype(str) + ": " + df["run"]
+    clash = df[df.duplicated(["run", "nfe"], keep=False)]
+    if len(clash):  # rows that differ in a column the label does not name: never average them
+        df.loc[clash.index, "run"] += " #" + clash["row_key"].astype(str).str[:6]
+    df["seconds_per_sample"] = 1.0 / df["samples_per_s"]
+    return df
+
+
+def _varied(df: pd.DataFrame, column: str) -> pd.Series:
+    """' key=value' for the keys of a JSON column that differ between rows of one family."""
+    params = df[column].astype(object).where(df[column].notna(), "{}").map(lambda p: json.loads(p or "{}"))
+    out = pd.Series("", index=df.index)
+    for _, idx in df.groupby("family").groups.items():
+        rows = params.loc[idx]
+        keys = sorted({k for p in rows for k in p if k not in SWEEP_COLUMNS})
+        varying = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in rows}) > 1]
+        out.loc[idx] = rows.map(lambda p: "".join(f" {k}={_short(p.get(k))}" for k in varying))
+    return out
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):  # a nested parameter (e.g. a time distribution): its set fields
+        return "(" + ",".join(f"{k}={v}" for k, v in value.items()) + ")"
+    return str(value)
+
+
+def first(df: pd.DataFrame, column: str):
+    """The column's first value, or None where no row has one."""
+    values = df[column].dropna() if column in df else []
+    return values.iloc[0] if len(values) else None
