@@ -29,35 +29,51 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
     out = Path(out) if out else Path("results") / bench.name
     torch.set_num_threads(bench.threads)
     torch.set_flush_denormal(True)  # as the runner's workers
-    rows: list[dict] = []
-    steps = [(e, job) for e in bench.entries for job in ("overhead", "latency", "memory", "train")]
-    steps += [(e, "scaling") for e in bench.entries] if bench.scaling else []
-    for entry, job in tqdm(steps, desc=f"{bench.name}", disable=not progress, dynamic_ncols=True):
-        if job == "scaling":
-            rows += cases.scaling(entry, bench)
-            continue
-        c = cases.build(entry, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
-        rows += {"overhead": cases.overhead, "latency": cases.latency, "memory": cases.sampling_memory,
-                 "train": cases.training}[job](c, bench)
-    table = _with_ratios(pd.DataFrame(rows))
-    from flowbench.runner import git_sha
-
-    table = table.assign(weights="random init (cost does not depend on weights)", d_model=bench.backbone.d_model,
-                         n_layers=bench.backbone.n_layers, n_heads=bench.backbone.n_heads,
-                         threads=bench.threads, device=bench.device, torch=torch.__version__,
-                         cpu=platform.processor() or platform.machine(), git_sha=git_sha(),
-                         timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "bench.csv"
-    table.to_csv(csv, index=False)
+    # measure by measure across contestants, so the tables a reader needs first fill first; the
+    # CSV is rewritten after every step, so an interrupted bench keeps what it measured
+    jobs = {"overhead": cases.overhead, "latency": cases.latency, "train": cases.training,
+            "memory": cases.sampling_memory}
+    steps = [(job, e) for job in jobs for e in bench.entries]
+    steps += [("scaling", e) for e in bench.entries] if bench.scaling else []
+    for e in bench.entries:  # every entry's family, parameters and sampler checked before any timing
+        c = cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
+        for nfe in e.nfe or [None]:
+            c.sampler_params(nfe)
+    rows: list[dict] = []
+    stamp = _stamp(bench)
+    for job, entry in tqdm(steps, desc=f"{bench.name}", disable=not progress, dynamic_ncols=True):
+        if job == "scaling":
+            rows += cases.scaling(entry, bench)
+        else:
+            c = cases.build(entry, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
+            rows += jobs[job](c, bench)
+        table = _with_ratios(pd.DataFrame(rows)).assign(**stamp)
+        table.to_csv(csv, index=False)
+    render(csv, plots=plots)
+    return csv
+
+
+def render(csv: Path, *, plots: bool = True) -> None:
+    """summary.md and the PNGs beside a bench.csv (also one an interrupted bench left)."""
     from flowbench.bench.report import summary
 
-    (out / "summary.md").write_text(summary(table))
+    table = pd.read_csv(csv)
+    (csv.parent / "summary.md").write_text(summary(table))
     if plots:
         from flowbench.bench.plots import write_plots
 
-        write_plots(table, out)
-    return csv
+        write_plots(table, csv.parent)
+
+
+def _stamp(bench: Bench) -> dict:
+    from flowbench.runner import git_sha
+
+    return dict(weights="random init (cost does not depend on weights)", d_model=bench.backbone.d_model,
+                n_layers=bench.backbone.n_layers, n_heads=bench.backbone.n_heads, threads=bench.threads,
+                device=bench.device, torch=torch.__version__, cpu=platform.processor() or platform.machine(),
+                git_sha=git_sha(), timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
 def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
