@@ -43,13 +43,14 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
             c.sampler_params(nfe)
     rows: list[dict] = []
     stamp = _stamp(bench)
-    for job, entry in tqdm(steps, desc=f"{bench.name}", disable=not progress, dynamic_ncols=True):
+    for done, (job, entry) in enumerate(tqdm(steps, desc=f"{bench.name}", disable=not progress,
+                                             dynamic_ncols=True), start=1):
         if job == "scaling":
             rows += cases.scaling(entry, bench)
         else:
             c = cases.build(entry, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
             rows += jobs[job](c, bench)
-        table = _with_ratios(pd.DataFrame(rows)).assign(**stamp)
+        table = _with_ratios(pd.DataFrame(rows)).assign(**stamp, steps_done=done, steps_total=len(steps))
         table.to_csv(csv, index=False)
     render(csv, plots=plots)
     return csv

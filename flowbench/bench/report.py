@@ -19,11 +19,10 @@ def summary(table: pd.DataFrame) -> str:
              "", "Networks are randomly initialised: cost does not depend on the weights. Times are medians; "
              "`spread` is (max - min) / median of the repeats.", ""]
     measures = ["overhead", "latency", "train", "sample_memory", "scaling_seq_len", "scaling_vocab_size"]
-    missing = [m for m in measures if m not in set(t.measure)]
-    partial = [m for m in measures if m not in missing and t[t.measure == m].contestant.nunique() < t.contestant.nunique()]
-    if missing or partial:  # an interrupted bench: say what it did not measure
-        parts += [f"**Incomplete run.** Not measured: {', '.join(missing) or 'none'}; measured for only some "
-                  f"contestants: {', '.join(partial) or 'none'}.", ""]
+    if "steps_done" in t and t.steps_done.iloc[0] < t.steps_total.iloc[0]:  # an interrupted bench
+        missing = [m for m in measures if m not in set(t.measure)]
+        parts += [f"**Incomplete run**: {t.steps_done.iloc[0]} of {t.steps_total.iloc[0]} steps measured; "
+                  f"not measured at all: {', '.join(missing) or 'none'}.", ""]
     base = t[t.measure == "overhead"]
     if len(base):
         o = base[["contestant", "seq_len", "vocab_size", "batch", "nfe", "backbone_calls", "seconds",
