@@ -1,6 +1,6 @@
 """Command line: `python -m flowbench list`, `run SUITE.yaml`, `steer SUITE.yaml`,
-`compare RUN REFERENCE`, `report RESULTS`, `leaderboard RESULTS... --out CSV` and
-`score SAMPLES --corpus ...`."""
+`compare RUN REFERENCE`, `report RESULTS`, `leaderboard RESULTS... --out CSV`,
+`score SAMPLES --corpus ...` and `bench [BENCH.yaml]`."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--rtol", type=float, default=None,
                      help="relative tolerance of the quality metrics (default 1e-6)")
     _add_report_commands(sub)
+    bench = sub.add_parser("bench", help="what each family costs: sampler overhead, latency by batch and "
+                                         "NFE, training tokens/s, memory, scaling (flowbench/bench/)")
+    bench.add_argument("config", nargs="?", default="suites/bench.yaml")
+    bench.add_argument("--out", help="output directory (default results/<bench name>)")
+    bench.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     if args.command == "compare":
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return _steer(args)
     if args.command in ("report", "leaderboard", "score"):
         return _report_commands(args)
+    if args.command == "bench":
+        return _bench(args)
 
     from flowbench.plugins import PluginError, include
     from flowbench.registry import CORPORA, FAMILIES, JUDGES, METRICS, RegistryError
@@ -120,6 +127,21 @@ def _compare(args) -> int:
         return 2
     print("\n".join(result.lines()))
     return 0 if result.ok else 1
+
+
+def _bench(args) -> int:
+    from flowbench.bench import run_bench
+    from flowbench.config import SuiteError
+    from flowbench.registry import RegistryError
+
+    try:
+        csv_path = run_bench(args.config, out=args.out, progress=not args.no_progress)
+    except (SuiteError, RegistryError) as err:
+        print(f"flowbench: error: {err}", file=sys.stderr)
+        return 2
+    print((csv_path.parent / "summary.md").read_text())
+    print(f"wrote {csv_path} and its PNGs")
+    return 0
 
 
 def _reference_summary(csv_path: Path, *, only: dict) -> None:

@@ -45,7 +45,8 @@ Loss = anchor + `distill_weight` * distillation, everything per token (mean over
 Samplers:
   flow_map  k = nfe jumps on t_j = 1 - (1 - j/k)^grid_power (uniform for grid_power = 1),
             x <- X_{t_j, t_{j+1}}(x) from x_0 ~ N(0, I); the last jump lands on delta_{t_{k-1},1},
-            decoded by argmax or a float64 categorical draw (`decode`).
+            decoded by argmax or a float64 categorical draw (`decode`). x_0 and the state are
+            float32 (the network's input precision), updated in place.
   euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
             nfe velocity calls (flowbench.families.ode); read-out: argmax of the final state.
             heun and rk4 evaluate b at t_end, so they need t_end < 1.

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -21,6 +23,22 @@ def test_kv_cache_decoding_matches_full_forward(monkeypatch):
     cached = torch.stack(seen, 1)
     assert cached.shape == full.shape
     assert torch.allclose(cached.log_softmax(-1), full.double().log_softmax(-1), atol=1e-4)
+
+
+def test_full_prefix_draws_what_the_cache_draws_without_warnings():
+    """The cache is an optimisation: decoding without it re-reads the prefix and must draw the same
+    tokens; neither path may hit a deprecated transformers argument."""
+    fam = ar.ARGPT2(params=ar.ARGPT2.Params(), vocab_size=20, seq_len=7)
+    model = fam.build_model(BackboneConfig(d_model=32, n_layers=2, n_heads=2)).eval()
+    drawn = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for sampler in ("kv_cache", "full_prefix"):
+            counter = CallCounter(model)
+            drawn[sampler] = fam.sample(counter, n=5, sampler=sampler, params=ar.KVCacheParams(),
+                                        generator=torch.Generator().manual_seed(3))
+            assert counter.calls == 7
+    assert torch.equal(drawn["kv_cache"], drawn["full_prefix"])
 
 
 def test_top_p_keeps_the_nucleus():

@@ -1,0 +1,165 @@
+"""What the bench measures, one function per table; each returns rows (dicts) for bench.csv.
+
+Every network is randomly initialised: a forward's cost does not depend on the weights' values,
+so no training is needed to time sampling (the `weights` column says so). Sampling runs as the
+runner evaluates: under torch.inference_mode, in the backbone's float32 weights.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from flowbench.bench.config import Bench, BenchEntry
+from flowbench.bench.measure import PhaseMemory, RecordedCalls, Timing, time_call
+from flowbench.config import SuiteError, validate
+from flowbench.registry import FAMILIES
+
+
+@dataclass
+class Contestant:
+    """A family at one (L, V), its randomly initialised network and its sampler."""
+
+    entry: BenchEntry
+    family: object
+    model: torch.nn.Module
+    device: torch.device
+    seed: int
+
+    def sampler_params(self, nfe: int | None):
+        cls = type(self.family).samplers.get(self.entry.sampler)
+        if cls is None:
+            raise SuiteError(f"bench entry {self.entry.name}: family {self.entry.family!r} has no sampler "
+                             f"{self.entry.sampler!r} (samplers: {', '.join(type(self.family).samplers)})")
+        data = {**self.entry.sampler_params, **({"nfe": nfe} if nfe is not None else {})}
+        params = validate(cls, data, f"bench entry {self.entry.name}.sampler_params")
+        try:
+            self.family.check_sampler(self.entry.sampler, params)
+        except ValueError as err:
+            raise SuiteError(f"bench entry {self.entry.name}: {err}") from None
+        return params
+
+    def sample_fn(self, *, n: int, nfe: int | None, model: Callable | None = None) -> Callable[[], torch.Tensor]:
+        params = self.sampler_params(nfe)
+
+        def run() -> torch.Tensor:
+            gen = torch.Generator(device=self.device).manual_seed(self.seed)
+            with torch.inference_mode():
+                return self.family.sample(model or self.model, n=n, sampler=self.entry.sampler,
+                                          params=params, generator=gen)
+
+        return run
+
+    def nfe_of(self, nfe: int | None) -> int:
+        return nfe if nfe is not None else self.family.seq_len
+
+
+def build(entry: BenchEntry, bench: Bench, *, seq_len: int, vocab_size: int) -> Contestant:
+    cls = FAMILIES.get(entry.family)
+    params = validate(cls.Params, entry.params, f"bench entry {entry.name}.params")
+    family = cls(params=params, vocab_size=vocab_size, seq_len=seq_len)
+    torch.manual_seed(bench.seed)
+    device = torch.device(bench.device)
+    model = family.build_model(bench.backbone).to(device).eval()
+    return Contestant(entry=entry, family=family, model=model, device=device, seed=bench.seed)
+
+
+def _base(c: Contestant, measure: str, **kw) -> dict:
+    return {"measure": measure, "contestant": c.entry.name, "family": c.entry.family,
+            "sampler": c.entry.sampler, "seq_len": c.family.seq_len, "vocab_size": c.family.vocab_size, **kw}
+
+
+def _timing(t: Timing, prefix: str = "") -> dict:
+    return {f"{prefix}seconds": t.median_s, f"{prefix}spread": t.spread, "repeats": t.repeats}
+
+
+def overhead(c: Contestant, bench: Bench) -> list[dict]:
+    """Sampler time against the same backbone calls replayed alone (the bare forwards), per NFE.
+
+    The two are timed alternately, run after run, so a load change on a shared CPU hits both."""
+    rows = []
+    nfes = bench.overhead_nfe if c.entry.nfe is not None else [None]
+    for batch in sorted({1, bench.eval_batch}):
+        for nfe in nfes:
+            recorded = RecordedCalls(c.model)
+            c.sample_fn(n=batch, nfe=nfe, model=recorded)()
+            sample = c.sample_fn(n=batch, nfe=nfe)
+            sample(), recorded.replay()  # warm-up
+            runs = {"sample": [], "forward": []}
+            for _ in range(bench.repeats):
+                runs["sample"].append(time_call(sample, repeats=1, device=c.device, warmup=0).median_s)
+                runs["forward"].append(time_call(recorded.replay, repeats=1, device=c.device, warmup=0).median_s)
+            med = {k: statistics.median(v) for k, v in runs.items()}
+            rows.append(_base(c, "overhead", batch=batch, nfe=c.nfe_of(nfe),
+                              backbone_calls=len(recorded.calls), seconds=med["sample"],
+                              spread=_spread(runs["sample"]), forward_seconds=med["forward"],
+                              forward_spread=_spread(runs["forward"]), repeats=bench.repeats,
+                              overhead_ratio=med["sample"] / med["forward"]))
+    return rows
+
+
+def latency(c: Contestant, bench: Bench) -> list[dict]:
+    """Latency and samples/s of one sample batch for every batch size x NFE."""
+    rows = []
+    for batch in bench.batch_sizes:
+        for nfe in c.entry.nfe or [None]:
+            t = time_call(c.sample_fn(n=batch, nfe=nfe), repeats=bench.repeats, device=c.device)
+            rows.append(_base(c, "latency", batch=batch, nfe=c.nfe_of(nfe), **_timing(t),
+                              samples_per_s=batch / t.median_s))
+    return rows
+
+
+def sampling_memory(c: Contestant, bench: Bench) -> list[dict]:
+    """Peak memory of one sample batch at the evaluation batch size (smallest NFE of the grid)."""
+    nfe = (c.entry.nfe or [None])[0]
+    run = c.sample_fn(n=bench.eval_batch, nfe=nfe)
+    run()
+    with PhaseMemory(c.device) as mem:
+        run()
+    return [_base(c, "sample_memory", batch=bench.eval_batch, nfe=c.nfe_of(nfe), peak_mb=mem.mb)]
+
+
+def training(c: Contestant, bench: Bench) -> list[dict]:
+    """Optimiser steps (loss, backward, AdamW) on random token batches: tokens/s and peak memory."""
+    model, L = c.model, c.family.seq_len
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    gen = torch.Generator(device=c.device).manual_seed(c.seed)
+    x1 = torch.randint(c.family.vocab_size, (bench.train_batch, L), generator=gen, device=c.device)
+
+    def steps(k: int) -> None:
+        for _ in range(k):
+            loss = c.family.loss(model, x1, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    t = time_call(lambda: steps(bench.train_steps), repeats=bench.repeats, device=c.device)
+    with PhaseMemory(c.device) as mem:
+        steps(1)
+    model.eval()
+    tokens = bench.train_steps * bench.train_batch * L
+    cost = c.family.train_cost
+    return [_base(c, "train", batch=bench.train_batch, **_timing(t), tokens_per_s=tokens / t.median_s,
+                  train_cost=cost, passes_per_s=bench.train_steps * cost / t.median_s, peak_mb=mem.mb)]
+
+
+def scaling(entry: BenchEntry, bench: Bench) -> list[dict]:
+    """Sampling time of one batch as L doubles (V fixed) and as V grows (L fixed)."""
+    s, rows = bench.scaling, []
+    shapes = [(L, bench.vocab_size, "seq_len") for L in s.seq_lens]
+    shapes += [(bench.seq_len, V, "vocab_size") for V in s.vocab_sizes]
+    for L, V, axis in shapes:
+        c = build(entry, bench, seq_len=L, vocab_size=V)
+        nfe = s.nfe if entry.nfe is not None else None
+        t = time_call(c.sample_fn(n=s.batch_size, nfe=nfe), repeats=bench.repeats, device=c.device)
+        rows.append(_base(c, f"scaling_{axis}", batch=s.batch_size, nfe=c.nfe_of(nfe), **_timing(t),
+                          samples_per_s=s.batch_size / t.median_s))
+    return rows
+
+
+def _spread(xs: list[float]) -> float:
+    m = statistics.median(xs)
+    return (max(xs) - min(xs)) / m if m > 0 else 0.0

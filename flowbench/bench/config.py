@@ -1,0 +1,68 @@
+"""The bench's configuration (`suites/bench.yaml`): typed, frozen, unknown keys rejected."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, PositiveInt
+
+from flowbench.config import BackboneConfig, Frozen, SuiteError, validate
+
+
+class BenchEntry(Frozen):
+    """One contestant: a family with its parameters and the sampler timed for it.
+
+    nfe: the NFE values of the latency grid; none for a sampler whose NFE is fixed (AR: L)."""
+
+    family: str
+    params: dict[str, Any] = {}
+    sampler: str
+    sampler_params: dict[str, Any] = {}
+    nfe: list[PositiveInt] | None = None
+    label: str | None = None  # the name in tables and plots (default family/sampler)
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.family}/{self.sampler}"
+
+
+class Scaling(Frozen):
+    """Sampling time as L doubles and as V grows, at one batch size and NFE."""
+
+    seq_lens: list[PositiveInt] = [32, 64, 128, 256, 512]
+    vocab_sizes: list[PositiveInt] = [256, 1024, 4096]
+    batch_size: PositiveInt = 4
+    nfe: PositiveInt = 1
+
+
+class Bench(Frozen):
+    name: str = "bench"
+    backbone: BackboneConfig = BackboneConfig()
+    seq_len: PositiveInt = 32
+    vocab_size: PositiveInt = 256
+    batch_sizes: list[PositiveInt] = [1, 16, 256]
+    eval_batch: PositiveInt = 256          # the overhead ratio is measured at batch 1 and at this one
+    overhead_nfe: list[PositiveInt] = [1, 4]
+    train_batch: PositiveInt = 64
+    train_steps: PositiveInt = 5           # timed optimiser steps per family (after one warm-up)
+    repeats: PositiveInt = Field(3, description="timed runs per measurement; the median is reported")
+    threads: PositiveInt = 1               # torch threads: one, as a training worker runs
+    device: str = "cpu"
+    seed: int = 0
+    entries: list[BenchEntry]
+    scaling: Scaling | None = Scaling()
+
+
+def load_bench(path: str | Path) -> Bench:
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"bench file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SuiteError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a bench file is a mapping with keys {', '.join(Bench.model_fields)}")
+    data.setdefault("name", path.stem)
+    return validate(Bench, data, "")  # type: ignore[return-value]

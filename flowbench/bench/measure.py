@@ -1,0 +1,141 @@
+"""Timing, per-phase memory, and the replay of a sampler's backbone calls on their own.
+
+Times are medians of `repeats` runs after one untimed warm-up; each median comes with the
+relative spread (max - min) / median of its runs, so a reader sees how noisy a shared CPU was.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_s: float
+    spread: float  # (max - min) / median over the repeats
+    repeats: int
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], *, repeats: int, device: torch.device, warmup: int = 1) -> Timing:
+    """Median wall time of fn() over `repeats` runs after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        runs.append(time.perf_counter() - t0)
+    med = statistics.median(runs)
+    return Timing(median_s=med, spread=(max(runs) - min(runs)) / med if med > 0 else 0.0, repeats=repeats)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+class PhaseMemory:
+    """Peak memory of one phase of the process (a training or sampling loop), not its lifetime.
+
+    On CUDA: the peak allocated above what was live at the start. On the CPU the allocator keeps
+    no peak, so a thread polls the resident set every millisecond; freed heap is returned to the
+    OS first (malloc_trim) so the phase starts from what is live. The result is the growth of the
+    resident set over the phase: tensors plus allocator slack, to about a millisecond's resolution."""
+
+    def __init__(self, device: torch.device, *, interval_s: float = 1e-3):
+        self.device, self.interval_s = device, interval_s
+        self.peak = self.base = 0
+
+    def __enter__(self) -> "PhaseMemory":
+        if self.device.type == "cuda":
+            self.base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        try:
+            _LIBC.malloc_trim(0)
+        except AttributeError:  # not glibc
+            pass
+        self.base = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(self.interval_s)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def mb(self) -> float:
+        return max(0, self.peak - self.base) / 2**20
+
+
+class RecordedCalls:
+    """The network, recording every call a sampler makes so the calls can be replayed alone.
+
+    Tensor arguments are cloned at call time. A stateful argument (an object that is not a tensor,
+    such as a KV cache the model extends in place) is replayed with a fresh instance of its type,
+    fed the same calls in the same order, so the replay does the network's work and nothing else."""
+
+    def __init__(self, model: Callable):
+        self.model, self.calls = model, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((tuple(_freeze(a) for a in args), {k: _freeze(v) for k, v in kwargs.items()}))
+        return self.model(*args, **kwargs)
+
+    @torch.inference_mode()
+    def replay(self) -> None:
+        fresh: dict[int, object] = {}
+        for args, kwargs in self.calls:
+            self.model(*(_thaw(a, fresh) for a in args), **{k: _thaw(v, fresh) for k, v in kwargs.items()})
+
+
+@dataclass(frozen=True)
+class _State:
+    kind: type
+    ident: int
+
+
+def _freeze(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if value is None or isinstance(value, (int, float, str, bool)):
+        return value
+    return _State(type(value), id(value))
+
+
+def _thaw(value, fresh: dict):
+    if isinstance(value, _State):
+        if value.ident not in fresh:
+            fresh[value.ident] = value.kind()
+        return fresh[value.ident]
+    return value

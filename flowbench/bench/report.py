@@ -1,0 +1,53 @@
+"""summary.md: the bench's tables a person reads (each row one configuration; nothing averaged
+across rows that differ in a parameter)."""
+from __future__ import annotations
+
+import pandas as pd
+
+OVERHEAD_TARGET = 1.05
+
+
+def _md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt=".3g")
+
+
+def summary(table: pd.DataFrame) -> str:
+    t = table
+    meta = t.iloc[0]
+    parts = [f"# Bench: d_model={meta.d_model} x {meta.n_layers} layers, {meta.threads} thread(s), "
+             f"{meta.device}, torch {meta.torch}, git {meta.git_sha}",
+             "", "Networks are randomly initialised: cost does not depend on the weights. Times are medians; "
+             "`spread` is (max - min) / median of the repeats.", ""]
+    measures = ["overhead", "latency", "train", "sample_memory", "scaling_seq_len", "scaling_vocab_size"]
+    if "steps_done" in t and t.steps_done.iloc[0] < t.steps_total.iloc[0]:  # an interrupted bench
+        missing = [m for m in measures if m not in set(t.measure)]
+        parts += [f"**Incomplete run**: {t.steps_done.iloc[0]} of {t.steps_total.iloc[0]} steps measured; "
+                  f"not measured at all: {', '.join(missing) or 'none'}.", ""]
+    base = t[t.measure == "overhead"]
+    if len(base):
+        o = base[["contestant", "seq_len", "vocab_size", "batch", "nfe", "backbone_calls", "seconds",
+                  "forward_seconds", "overhead_ratio", "spread", "forward_spread"]]
+        parts += [f"## Sampler overhead (sampling time / the same backbone calls alone; target <= {OVERHEAD_TARGET})",
+                  "", _md(o), ""]
+    lat = t[t.measure == "latency"]
+    if len(lat):
+        cols = ["contestant", "batch", "nfe", "seconds", "spread", "samples_per_s"]
+        cols += [c for c in t.columns if c.startswith("speedup_vs_")]
+        parts += ["## Latency and samples/s by batch and NFE", "", _md(lat[cols]), ""]
+    tr = t[t.measure == "train"]
+    if len(tr):
+        cols = ["contestant", "batch", "seconds", "spread", "tokens_per_s", "train_cost", "passes_per_s",
+                "train_ratio_to_ar", "peak_mb"]
+        parts += ["## Training throughput (random tokens) and peak memory of one step", "",
+                  _md(tr[[c for c in cols if c in tr]]), ""]
+    mem = t[t.measure == "sample_memory"]
+    if len(mem):
+        parts += ["## Peak memory of one sample batch", "", _md(mem[["contestant", "batch", "nfe", "peak_mb"]]), ""]
+    for axis in ("seq_len", "vocab_size"):
+        sc = t[t.measure == f"scaling_{axis}"]
+        if len(sc):
+            wide = sc.pivot_table(index="contestant", columns=axis, values="seconds", aggfunc="first")
+            parts += [f"## Sampling seconds of one batch of {int(sc.batch.iloc[0])} as {axis} grows "
+                      f"(NFE {sorted(set(sc[sc.family != 'ar_gpt2'].nfe))}; AR: NFE = L)", "",
+                      wide.reset_index().to_markdown(index=False, floatfmt=".3g"), ""]
+    return "\n".join(parts)

@@ -1,0 +1,100 @@
+"""`bench` at a tiny size: every measure is written, every ratio is finite (no timing assertions)."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from flowbench.__main__ import main
+from flowbench.bench import run_bench
+from flowbench.bench.measure import PhaseMemory, RecordedCalls
+from flowbench.config import SuiteError
+
+TINY = {
+    "name": "tiny", "backbone": {"d_model": 16, "n_layers": 1, "n_heads": 2}, "seq_len": 6, "vocab_size": 10,
+    "batch_sizes": [1, 3], "eval_batch": 3, "overhead_nfe": [1, 2], "train_batch": 4, "train_steps": 1,
+    "repeats": 1, "scaling": {"seq_lens": [6, 12], "vocab_sizes": [10, 20], "batch_size": 2, "nfe": 1},
+    "entries": [
+        {"family": "ar_gpt2", "sampler": "kv_cache"},
+        {"family": "ar_gpt2", "sampler": "full_prefix"},
+        {"family": "mdlm", "sampler": "ancestral", "nfe": [1, 2]},
+        {"family": "dfm", "params": {"source": "uniform"}, "sampler": "euler", "nfe": [1, 2], "label": "dfm_u"},
+        {"family": "dirichlet_flow", "sampler": "ode", "nfe": [1, 2]},
+        {"family": "kl_flow", "sampler": "ode", "nfe": [1, 2]},
+        {"family": "flow_map", "sampler": "flow_map", "nfe": [1, 2]},
+    ],
+}
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_bench_writes_finite_ratios_for_every_contestant(tmp_path):
+    csv = run_bench(_write(tmp_path, TINY), out=tmp_path / "out", progress=False)
+    t = pd.read_csv(csv)
+    names = {e.get("label") or f"{e['family']}/{e['sampler']}" for e in TINY["entries"]}
+    for measure in ("overhead", "latency", "train", "sample_memory", "scaling_seq_len", "scaling_vocab_size"):
+        assert set(t[t.measure == measure].contestant) == names, measure
+    over = t[t.measure == "overhead"]
+    assert len(over) == 2 * 2 * 5 + 2 * 2  # 5 NFE-swept contestants x 2 batches x 2 NFE; AR x 2 batches
+    assert (over.backbone_calls == over.nfe).all()  # replayed exactly the calls the sampler made
+    for col in ("overhead_ratio", "forward_seconds"):
+        assert over[col].map(math.isfinite).all() and (over[col] > 0).all()
+    train = t[t.measure == "train"]
+    assert train.train_ratio_to_ar.map(math.isfinite).all()
+    assert train.set_index("contestant").train_ratio_to_ar["ar_gpt2/kv_cache"] == 1.0
+    lat = t[t.measure == "latency"]
+    assert lat.speedup_vs_ar_gpt2_kv_cache.map(math.isfinite).all()
+    assert (lat[lat.family == "ar_gpt2"].nfe == 6).all()
+    assert set(t[t.measure == "scaling_seq_len"].seq_len) == {6, 12}
+    assert (t.weights.str.startswith("random init")).all()
+    for png in ("overhead", "samples_per_s", "train", "scaling"):
+        assert (tmp_path / "out" / f"{png}.png").stat().st_size > 10_000
+    assert "Sampler overhead" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("entry, culprit", [
+    ({"family": "flow_mapp", "sampler": "flow_map", "nfe": [1]}, "did you mean 'flow_map'"),
+    ({"family": "flow_map", "sampler": "ode", "nfe": [1]}, "has no sampler 'ode'"),
+    ({"family": "flow_map", "sampler": "euler", "sampler_params": {"solver": "rk4"}, "nfe": [2]},
+     "not a multiple of 4"),
+])
+def test_bad_entry_is_one_line_naming_it(tmp_path, capsys, entry, culprit):
+    bad = {**TINY, "entries": [entry], "scaling": None}
+    assert main(["bench", _write(tmp_path, bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert culprit in err and "\n" not in err
+    assert not (tmp_path / "o" / "bench.csv").exists()
+
+
+def test_replay_repeats_the_calls_with_fresh_state():
+    """A stateful argument (a cache the model grows) is replayed from a fresh instance."""
+    seen = []
+
+    def model(x, cache):
+        cache.append(x.sum().item())
+        seen.append(len(cache))
+        return x
+
+    rec = RecordedCalls(model)
+    cache = []
+    for i in range(3):
+        rec(torch.full((2,), float(i)), cache=cache)
+    seen.clear()
+    rec.replay()
+    assert seen == [1, 2, 3] and cache == [0.0, 2.0, 4.0]
+
+
+def test_phase_memory_sees_an_allocation_and_not_the_past():
+    big = torch.ones(32 * 2**20 // 4)  # 32 MB live before the phase: not counted
+    with PhaseMemory(torch.device("cpu")) as quiet:
+        pass
+    with PhaseMemory(torch.device("cpu")) as mem:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MB touched inside the phase
+        del x
+    assert quiet.mb < 16 and 56 < mem.mb < 200
+    del big
