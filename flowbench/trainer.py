@@ -27,6 +27,26 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class TrainingInterrupted(RuntimeError):
+    """Raised at a step boundary after `request_stop()`, once the checkpoint of that step is saved."""
+
+
+_stop_requested = False
+
+
+def request_stop(*_signal) -> None:
+    """Ask the running `train` to checkpoint after its current step and raise TrainingInterrupted;
+    safe to call from a signal handler (a preemption notice), which is what it is for."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def _stop_now() -> bool:
+    global _stop_requested
+    stop, _stop_requested = _stop_requested, False
+    return stop
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -170,8 +190,13 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             history.append({"step": step, "train_loss": loss_avg, "val_loss": val,
                             "seconds": time.perf_counter() - t0})
             bar.set_postfix(loss=f"{loss_avg:.3f}", val=f"{val:.3f}")
-        if step % config.checkpoint_every == 0 and step < total:
+        stop = _stop_now()  # preempted: lose nothing but the unfinished step
+        if (step % config.checkpoint_every == 0 or stop) and step < total:
             atomic_save(snapshot(done=False), checkpoint)
+        if stop and step < total:
+            bar.close()
+            raise TrainingInterrupted(f"{meta.get('label', 'training')}: stopped at step {step} of {total}; "
+                                      f"checkpoint saved to {checkpoint}")
     bar.close()
     final = snapshot(done=True)
     atomic_save(final, checkpoint)
