@@ -107,6 +107,9 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     if not todo:
         return 0
     if job.trains:
+        ckpt = runner.checkpoint_path(todo[0][0].model)  # the log says what a requeued job picked up
+        start = runner.load_checkpoint(ckpt)["step"] if ckpt.exists() else 0
+        print(f"job {job.name}: training from step {start}", flush=True)
         runner.train_model(todo[0][0].model, threads=threads, position=position, progress=progress)
     if not is_main_process():  # DDP: every rank trains, one evaluates
         return 0
