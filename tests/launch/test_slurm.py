@@ -97,7 +97,8 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint(tmp_path):
         time.sleep(0.2)
     time.sleep(3)  # some training steps
     subprocess.run(["scancel", entry["job_id"]], check=True)  # SIGTERM: checkpoint at the step's end
-    while subprocess.run(["squeue", "-h", "-j", entry["job_id"]], capture_output=True, text=True).stdout.strip():
+    while subprocess.run(["squeue", "-h", "-j", entry["job_id"], "-t", "PD,R,CG"], capture_output=True,
+                         text=True).stdout.strip():  # until the job has ended
         assert time.time() < deadline
         time.sleep(0.2)
     (ckpt,) = (cache / "models").glob("mdlm-*.pt")  # written only on the stop request
