@@ -27,7 +27,10 @@ class SuiteJob(submitit.helpers.Checkpointable):
     which is all a requeue needs: the state lives in the checkpoint and the shard on disk."""
 
     def __call__(self, job: Job) -> int:
-        env = submitit.JobEnvironment()
+        try:
+            env = submitit.JobEnvironment()
+        except RuntimeError:  # the DebugExecutor runs the job in this process, outside any job
+            return run_job(job)
         distributed = env.num_tasks > 1
         if distributed:  # several tasks: one DDP training, rank 0 evaluates
             from flowbench.launch.ddp import init_distributed
