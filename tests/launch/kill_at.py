@@ -1,5 +1,6 @@
-"""Loaded with `--include` by the fault tests: SIGKILLs this process at the point named by
-$FLOWBENCH_KILL_AT, the first time the run gets there. A real kill -9, at a chosen place:
+"""For the fault tests: `arm(where)` makes this process SIGKILL itself the first time the run
+gets to `where` (a real kill -9, at a chosen place); loaded with `--include`, it arms
+$FLOWBENCH_KILL_AT:
 
     training    after 6 training steps (the last checkpoint was written at step 4)
     between     right after a job's first row reached its shard
@@ -13,7 +14,6 @@ import torch
 
 from flowbench.leaderboard import Leaderboard
 
-WHERE = os.environ.get("FLOWBENCH_KILL_AT", "")
 
 
 def die():
@@ -35,16 +35,20 @@ def after(count, point):
     return wrapped
 
 
-if WHERE == "training":
-    torch.nn.utils.clip_grad_norm_ = after(6, torch.nn.utils.clip_grad_norm_)  # once per step
-elif WHERE == "mid-row":
-    Leaderboard.write_samples = after(2, Leaderboard.write_samples)
-elif WHERE in ("between", "merge"):
-    append = Leaderboard.append
+def arm(where):
+    if where == "training":
+        torch.nn.utils.clip_grad_norm_ = after(6, torch.nn.utils.clip_grad_norm_)  # once per step
+    elif where == "mid-row":
+        Leaderboard.write_samples = after(2, Leaderboard.write_samples)
+    elif where in ("between", "merge"):
+        append = Leaderboard.append
 
-    def append_then_die(self, row):
-        append(self, row)
-        if (self.dir.parent.name == "shards") == (WHERE == "between"):  # a shard, or the leaderboard
-            die()
+        def append_then_die(self, row):
+            append(self, row)
+            if (self.dir.parent.name == "shards") == (where == "between"):  # a shard, or the leaderboard
+                die()
 
-    Leaderboard.append = append_then_die
+        Leaderboard.append = append_then_die
+
+
+arm(os.environ.get("FLOWBENCH_KILL_AT", ""))
