@@ -4,7 +4,8 @@ second refuses in one line naming the lock."""
 import csv
 import os
 import signal
-import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -13,9 +14,7 @@ from flowbench.__main__ import main
 from flowbench.launch.collect import run_lock
 from flowbench.runner import run_suite
 
-_spec = importlib.util.spec_from_file_location("kill_at", Path(__file__).with_name("kill_at.py"))
-kill_at_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kill_at_module)  # arms nothing here: FLOWBENCH_KILL_AT is unset
+KILL_AT = Path(__file__).with_name("kill_at.py")
 SUITE = {
     "name": "faults",
     "corpus": {"name": "hmm_language", "seq_len": 8, "seed": 0},
@@ -39,20 +38,11 @@ def without_timing(rows_):
     return {r["row_key"]: {k: v for k, v in r.items() if k not in TIMING} for r in rows_}
 
 
-def run_forked(suite, out, cache, kill_at=""):
-    """`python -m flowbench run` in a forked child (no second import of torch), armed to SIGKILL
-    itself at `kill_at`; returns the child's exit code (-9 when killed)."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.environ["FLOWBENCH_CACHE"] = str(cache)
-            kill_at_module.arm(kill_at)
-            code = main(["run", str(suite), "--out", str(out), "--jobs", "1", "--no-progress"])
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+def run_cli(suite, out, cache, kill_at=""):
+    env = {**os.environ, "FLOWBENCH_CACHE": str(cache), "FLOWBENCH_KILL_AT": kill_at,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "flowbench", "run", str(suite), "--out", str(out), "--jobs", "1",
+                           "--no-progress", "--include", str(KILL_AT)], env=env, capture_output=True, text=True)
 
 
 def test_killed_anywhere_and_rerun_gives_the_uninterrupted_leaderboard(tmp_path, monkeypatch):
@@ -66,11 +56,13 @@ def test_killed_anywhere_and_rerun_gives_the_uninterrupted_leaderboard(tmp_path,
     # jobs: model A (2 rows), model B (2 rows), oracle (2 rows). A dies training; A's first row is
     # in its shard; merged into the leaderboard; A's second row, then B dies training; B's second row
     for where in ("training", "between", "merge", "training", "mid-row"):
-        assert run_forked(suite, out, cache, kill_at=where) == -signal.SIGKILL, where
+        done = run_cli(suite, out, cache, kill_at=where)
+        assert done.returncode == -signal.SIGKILL, (where, done.returncode, done.stderr[-2000:])
     board = out / "leaderboard.csv"
     before = len(rows(board)) if board.exists() else 0
     assert 0 < before < len(reference)  # the kills left a partial leaderboard
-    assert run_forked(suite, out, cache) == 0
+    final = run_cli(suite, out, cache)
+    assert final.returncode == 0, final.stderr[-2000:]
     got = rows(board)
     assert sorted(r["row_key"] for r in got) == sorted(r["row_key"] for r in reference)  # each once
     want = without_timing(reference)
