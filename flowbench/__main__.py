@@ -1,5 +1,5 @@
-"""Command line: `python -m flowbench list`, `run SUITE.yaml`, `steer SUITE.yaml`,
-`compare RUN REFERENCE`, `report RESULTS`, `leaderboard RESULTS... --out CSV`,
+"""Command line: `python -m flowbench list`, `run SUITE.yaml`, `status RESULTS`, `collect RESULTS`,
+`steer SUITE.yaml`, `compare RUN REFERENCE`, `report RESULTS`, `leaderboard RESULTS... --out CSV`,
 `score SAMPLES --corpus ...` and `bench [BENCH.yaml]`."""
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--jobs", type=int, help="parallel training processes (default: CPU count; 1 on a GPU)")
     run.add_argument("--include", action="append", default=[], metavar="PATH", help=INCLUDE_HELP)
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--launcher", default="local", choices=("local", "debug", "slurm"),
+                     help="local: process pool here (default); debug: submitit's DebugExecutor; "
+                          "slurm: submitit job arrays (returns after submission unless --wait)")
+    run.add_argument("--cluster", metavar="PROFILE", help="cluster profile for --launcher slurm, e.g. slurm/local.yaml")
+    run.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the jobs and collect")
+    for name, text in (("status", "each point of a submitted run: done, queued, running or failed"),
+                       ("collect", "merge the finished jobs' rows into the leaderboard")):
+        sub.add_parser(name, help=text).add_argument("results", help="a results folder, e.g. results/smoke")
     steer = sub.add_parser("steer", help="run a steering suite (reward alignment; flowbench/steering)")
     steer.add_argument("suite")
     steer.add_argument("--out", help="output directory (default results/<suite name>)")
@@ -52,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report_commands(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command in ("status", "collect"):
+        return _status_or_collect(args)
 
     from flowbench.plugins import PluginError, include
     from flowbench.registry import CORPORA, FAMILIES, JUDGES, METRICS, RegistryError
@@ -77,14 +87,47 @@ def main(argv: list[str] | None = None) -> int:
         if key != "family" or not value:
             parser.error(f"--only takes family=NAME, got {item!r}")
         only[key] = value
+    from flowbench.launch import LauncherError
+    from flowbench.launch.collect import RunLockedError
+    from flowbench.launch.job import JobError
+    from flowbench.launch.profile import ProfileError
+
     try:
         csv_path = run_suite(args.suite, out=args.out, only=only or None, jobs=args.jobs,
-                             progress=not args.no_progress)
-    except (SuiteError, CorpusError, JudgeError, RegistryError, CheckpointError, PluginError) as err:
+                             progress=not args.no_progress, launcher=args.launcher, cluster=args.cluster,
+                             wait=args.wait)
+    except (SuiteError, CorpusError, JudgeError, RegistryError, CheckpointError, PluginError,
+            LauncherError, ProfileError, RunLockedError, JobError) as err:
         print(f"flowbench: error: {err}", file=sys.stderr)
         return 2
+    if args.launcher == "slurm" and not args.wait:
+        from flowbench.launch.record import status_lines
+
+        print(status_lines(csv_path.parent)[-1])
+        print(f"follow with: python -m flowbench status {csv_path.parent}; "
+              f"then: python -m flowbench collect {csv_path.parent}")
+        return 0
     print(write_report(csv_path))
     _reference_summary(csv_path, only=only)
+    return 0
+
+
+def _status_or_collect(args) -> int:
+    from flowbench.launch.collect import collect
+    from flowbench.launch.record import status_lines
+
+    out = Path(args.results)
+    if not out.is_dir():
+        print(f"flowbench: error: no results folder {out}", file=sys.stderr)
+        return 2
+    if args.command == "collect":
+        print(f"{collect(out)} rows added to {out / 'leaderboard.csv'}")
+        return 0
+    try:
+        print("\n".join(status_lines(out)))
+    except FileNotFoundError as err:
+        print(f"flowbench: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

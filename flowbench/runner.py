@@ -1,16 +1,15 @@
-"""Run a suite: train each distinct model once (parallel processes), then evaluate every point.
+"""Run a suite: one job per distinct model trains it once and evaluates the points that use it.
 
     python -m flowbench run suites/nfe_sweep.yaml [--out DIR] [--only family=NAME] [--jobs N]
+                        [--launcher local|debug|slurm [--cluster slurm/PROFILE.yaml] [--wait]]
 
 Models are cached in the cache directory ($FLOWBENCH_CACHE, default .cache/flowbench) under a
 hash of exactly the fields that affect training; rows go to <out>/leaderboard.csv.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
 import resource
 import subprocess
@@ -18,14 +17,13 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from flowbench.backbone import count_params
 from flowbench.config import Suite, config_hash, load_suite
 from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
 from flowbench.metrics import score_samples
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
-from flowbench.registry import FAMILIES, JUDGES, METRICS, load_builtins
+from flowbench.registry import FAMILIES, JUDGES, METRICS
 from flowbench.trainer import load_checkpoint, precision_context, resolve_device, train
 from flowbench.versions import find_superseded
 
@@ -80,35 +78,10 @@ def default_jobs(device_type: str) -> int:
     return 1 if device_type == "cuda" else os.cpu_count() or 1
 
 
-def train_all(specs: list[ModelSpec], *, jobs: int, progress: bool) -> None:
-    todo = sorted((s for s in specs if not _done(s)), key=_cost, reverse=True)
-    if not todo:
-        return
-    jobs = max(1, min(jobs, len(todo)))
-    if jobs == 1:
-        for s in todo:
-            train_model(s, progress=progress)
-        return
-    # Independent single-thread processes beat one multi-thread process for small models.
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    # a spawned worker starts with an empty registry: load the built-ins and the entries from
-    # outside the package (FLOWBENCH_INCLUDE is inherited) before it unpickles a task naming one
-    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=load_builtins) as pool:
-        futures = {pool.submit(train_model, s, threads=threads, position=i % jobs, progress=progress): s
-                   for i, s in enumerate(todo)}
-        for fut in cf.as_completed(futures):
-            fut.result()  # re-raise a worker's error here, naming nothing lost: others finish
-
-
 def _cost(spec: ModelSpec) -> float:
     """Relative training cost, to start the longest jobs first."""
     cost = spec.step_cost
     return cost * spec.train.total_steps(spec.suite.corpus.seq_len, cost=cost)
-
-
-def _done(spec: ModelSpec) -> bool:
-    path = checkpoint_path(spec)
-    return path.exists() and bool(load_checkpoint(path).get("done"))
 
 
 class CallCounter:
@@ -203,8 +176,30 @@ def _json(d: dict) -> str:
     return json.dumps(d, sort_keys=True) if d else ""
 
 
+def row_key_function(suite: Suite):
+    """point (, older versions) -> its row key: a hash of what produces the row."""
+    judge_cls = JUDGES.get(suite.eval.judge)
+    eval_ident = {**suite.eval.model_dump(exclude={"device", "batch_size"}),
+                  "judge_params": {**judge_cls.pinned, **suite.eval.judge_params},
+                  "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
+
+    def key_of(point: Point, older: dict | None = None) -> str:
+        return config_hash(point.identity(eval_ident, older=older))
+
+    return key_of
+
+
 def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str, str] | None = None,
-              jobs: int | None = None, progress: bool = True) -> Path:
+              jobs: int | None = None, progress: bool = True, launcher: str = "local",
+              cluster: str | Path | None = None, wait: bool = False) -> Path:
+    """Plan the suite, hand the jobs its missing rows need to a launcher (flowbench/launch/) and
+    merge their shards into <out>/leaderboard.csv; with a launcher that queues jobs (slurm),
+    return after submission unless `wait`."""
+    from flowbench.launch import make_launcher
+    from flowbench.launch.collect import collect, run_lock
+    from flowbench.launch.job import make_jobs
+    from flowbench.launch.record import save_record
+
     suite = load_suite(path)
     points = plan(suite, only=only)  # every check that needs no training happens here
     corpus = make_corpus(suite, cache_dir=cache_root())
@@ -213,35 +208,36 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
     device = resolve_device(suite.eval.device)
     judge_cls = JUDGES.get(suite.eval.judge)
     board = Leaderboard(Path(out) if out else Path("results") / suite.name)
-    done = board.keys()
     judge_cls.check_params(suite.eval.judge_params)
-    eval_ident = {**suite.eval.model_dump(exclude={"device", "batch_size"}),
-                  "judge_params": {**judge_cls.pinned, **suite.eval.judge_params},
-                  "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
-
-    def key_of(point: Point, older: dict | None = None) -> str:
-        return config_hash(point.identity(eval_ident, older=older))
-
-    # one row per key: oracle points of models that differ only in training share a key
-    pending = list({key: p for p in points if (key := key_of(p)) not in done}.values())
-    if not pending:
-        print(f"{suite.name}: all {len(points)} rows already in {board.csv}")
-        return board.csv
-    replaced, notes = find_superseded(pending, current=Point.components, row_key=key_of, done=done)
-    for line in notes:
-        print(f"{suite.name}: {line}")
-    needed = {p.model.key: p.model for p in pending if p.denoiser == "trained"}
-    train_all(list(needed.values()), jobs=jobs or default_jobs(device.type), progress=progress)
-    torch.set_num_threads(os.cpu_count() or 1)
-    judge = judge_cls(corpus=corpus, cache_dir=cache_root(), device=device, **suite.eval.judge_params)
-    floor = judge.floor()
-    sha, stamp = git_sha(), dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    for point in tqdm(pending, desc=f"{suite.name}: evaluate", disable=not progress, dynamic_ncols=True):
-        row_key = key_of(point)
-        row, tokens = evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
-        board.write_samples(row_key, [{"text": corpus.decode(t), "ids": t.tolist()} for t in tokens])
-        board.append({**row, "suite": suite.name, "judge": suite.eval.judge,
-                      "ppl_floor": floor.get("ppl_floor"), "git_sha": sha, "row_key": row_key,
-                      "timestamp": stamp, "supersedes": replaced.get(row_key),
-                      "versions": _json({c: v for c, (_, v) in point.components().items()})})
+    key_of = row_key_function(suite)
+    run = make_launcher(launcher, jobs=jobs or default_jobs(device.type), cluster=cluster, out=board.dir)
+    with run_lock(board.dir):
+        collect(board.dir)  # rows that finished since the last run
+        done = board.keys()
+        # one row per key: oracle points of models that differ only in training share a key
+        pending = list({key: p for p in points if (key := key_of(p)) not in done}.values())
+        pending = run.not_in_flight(pending, key_of) if hasattr(run, "not_in_flight") else pending
+        if not pending:
+            print(f"{suite.name}: all {len(points)} rows already in {board.csv} or queued")
+            return board.csv
+        replaced, notes = find_superseded(pending, current=Point.components, row_key=key_of, done=done)
+        for line in notes:
+            print(f"{suite.name}: {line}")
+        # a judge that trains (the local one) is trained here once, not raced for by every job
+        judge_cls(corpus=corpus, cache_dir=cache_root(), device=device, **suite.eval.judge_params)
+        index_of = {id(p): i for i, p in enumerate(points)}
+        job_list = make_jobs(pending, suite_path=Path(path), out=board.dir, cache=cache_root(), only=only,
+                             index_of=index_of, key_of=key_of, replaced=replaced, git_sha=git_sha(),
+                             timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        try:
+            launched = run.launch(job_list, progress=progress)
+        finally:
+            if run.waits:
+                collect(board.dir)  # what finished is kept even if a job failed
+        save_record(board.dir, launcher=run.name, jobs=job_list,
+                    ids={n: v["job_id"] for n, v in launched.items()},
+                    logs={n: v["log"] for n, v in launched.items()})
+        if not run.waits and wait:
+            run.wait()
+            collect(board.dir)
     return board.csv

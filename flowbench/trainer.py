@@ -27,6 +27,26 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class TrainingInterrupted(RuntimeError):
+    """Raised at a step boundary after `request_stop()`, once the checkpoint of that step is saved."""
+
+
+_stop_requested = False
+
+
+def request_stop(*_signal) -> None:
+    """Ask the running `train` to checkpoint after its current step and raise TrainingInterrupted;
+    safe to call from a signal handler (a preemption notice), which is what it is for."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def _stop_now() -> bool:
+    global _stop_requested
+    stop, _stop_requested = _stop_requested, False
+    return stop
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -47,6 +67,14 @@ def precision_context(precision: str, device: torch.device | str):
     if precision == "bf16":
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process in a DDP training; (0, 1) without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -104,14 +132,20 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
     enabled, else the raw weights) and writes it to `checkpoint`."""
     seq_len = train_data.shape[1]
     total = config.total_steps(seq_len, cost=family.train_cost)
+    rank, world = distributed_rank()
+    if config.batch_size % world:
+        raise ValueError(f"train.batch_size {config.batch_size} does not split over {world} processes")
     torch.manual_seed(seed)
     model.to(device).train()
+    # DDP: every process sees the same global batch and trains on its slice; averaged gradients
+    # equal those of the whole batch, so the run is the single-process run up to rounding
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                             betas=(0.9, 0.98))
     sched = get_cosine_schedule_with_warmup(opt, min(config.warmup_steps, total), total)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
            if config.ema > 0 else None)
-    noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 1 + 7919 * rank)  # own noise per slice
     step, history, loss_avg, seconds = 0, [], None, 0.0
 
     if checkpoint.exists():
@@ -123,7 +157,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
         sched.load_state_dict(state["scheduler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        noise_gen.set_state(state["noise_rng"])
+        noise_gen.set_state(state["noise_rng"] if world == 1 else state["noise_rng_ranks"][rank])
         if state.get("torch_rng") is not None:  # the global RNG: dropout (older checkpoints lack it)
             torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and device.type == "cuda":
@@ -136,7 +170,11 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
 
     def snapshot(done: bool) -> dict:
         weights = (ema.module if ema is not None else model).state_dict()
-        return {"model": model.state_dict(), "weights": copy.deepcopy(weights),
+        ranks = None
+        if world > 1:  # collective: each process's noise generator, to resume each slice's noise
+            ranks = [None] * world
+            torch.distributed.all_gather_object(ranks, noise_gen.get_state())
+        return {"noise_rng_ranks": ranks, "model": model.state_dict(), "weights": copy.deepcopy(weights),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
@@ -145,13 +183,21 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
                 "seconds": time.perf_counter() - t0,  # training wall time; lost work is not counted
                 "train_tokens": step * config.batch_size * seq_len}
 
+    def save(state: dict) -> None:
+        if rank == 0:
+            atomic_save(state, checkpoint)
+        if world > 1:  # no process reads the file before it is complete
+            torch.distributed.barrier()
+
     bar = tqdm(total=total, initial=step, desc=meta.get("label", "train"), position=position,
-               disable=not progress, dynamic_ncols=True, leave=True)
+               disable=not progress or rank > 0, dynamic_ncols=True, leave=True)
     t0 = time.perf_counter() - seconds
     while step < total:
-        x1 = next(stream).to(device)
+        x1 = next(stream).to(device)  # (B, L) global batch
+        if world > 1:
+            x1 = x1.chunk(world)[rank]  # (B / world, L)
         with autocast:
-            loss = family.loss(model, x1, generator=noise_gen)
+            loss = family.loss(net, x1, generator=noise_gen)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"{meta.get('label', 'training')}: loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -162,7 +208,11 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
         if ema is not None:
             ema.update_parameters(model)
         step += 1
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        value = loss.detach().float()
+        if world > 1:  # the global batch's loss, as one process would log it
+            torch.distributed.all_reduce(value)
+            value /= world
+        loss_avg = value.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * value.item()
         bar.update(1)
         if step % config.eval_every == 0 or step == total:
             val = validation_loss(family, ema.module if ema is not None else model, val_data,
@@ -170,9 +220,18 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             history.append({"step": step, "train_loss": loss_avg, "val_loss": val,
                             "seconds": time.perf_counter() - t0})
             bar.set_postfix(loss=f"{loss_avg:.3f}", val=f"{val:.3f}")
-        if step % config.checkpoint_every == 0 and step < total:
-            atomic_save(snapshot(done=False), checkpoint)
+        stop = _stop_now()  # preempted: lose nothing but the unfinished step
+        if world > 1:  # all processes stop at the same step, or the next all-reduce hangs
+            flag = torch.tensor([float(stop)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if (step % config.checkpoint_every == 0 or stop) and step < total:
+            save(snapshot(done=False))
+        if stop and step < total:
+            bar.close()
+            raise TrainingInterrupted(f"{meta.get('label', 'training')}: stopped at step {step} of {total}; "
+                                      f"checkpoint saved to {checkpoint}")
     bar.close()
     final = snapshot(done=True)
-    atomic_save(final, checkpoint)
+    save(final)
     return final

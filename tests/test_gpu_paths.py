@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import flowbench.runner as runner
+from flowbench.launch.local import LocalLauncher
 from flowbench.config import BackboneConfig, load_suite
 from flowbench.families.base import Family
 from flowbench.plan import plan
@@ -61,11 +62,11 @@ class Stop(Exception):
 def test_a_cuda_run_starts_one_training_process_unless_told(tmp_path, monkeypatch, smoke_suite):
     seen = []
 
-    def stop(specs, *, jobs, progress):
-        seen.append(jobs)
+    def stop(self, jobs, *, progress):
+        seen.append(self.jobs)
         raise Stop  # the decision is made: nothing needs training here
 
-    monkeypatch.setattr(runner, "train_all", stop)
+    monkeypatch.setattr(LocalLauncher, "launch", stop)
     path = smoke_suite(**{"eval.device": "cuda"})
     for jobs in (None, 3):
         with pytest.raises(Stop):

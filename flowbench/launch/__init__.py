@@ -1,0 +1,35 @@
+"""Launchers: where a suite's jobs run.
+
+    local  (default) a process pool on this machine; returns when every row is in
+    debug    submitit's DebugExecutor: the Slurm code path, in this process
+    slurm    submitit job arrays on a Slurm cluster described by a profile (slurm/*.yaml)
+
+The unit of work is a job (flowbench/launch/job.py): one trained model and the rows that use it.
+Every launcher runs the same `run_job`, which writes the job's rows to its own shard; `collect`
+merges the shards into the leaderboard.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+LAUNCHERS = ("local", "debug", "slurm")
+
+
+class LauncherError(ValueError):
+    pass
+
+
+def make_launcher(name: str, *, jobs: int, cluster: str | Path | None, out: Path):
+    if name == "local":
+        if cluster:
+            raise LauncherError("--cluster is for --launcher slurm")
+        from flowbench.launch.local import LocalLauncher
+
+        return LocalLauncher(jobs=jobs)
+    if name in ("debug", "slurm"):
+        from flowbench.launch.slurm import SubmititLauncher
+
+        if name == "slurm" and not cluster:
+            raise LauncherError("--launcher slurm needs --cluster slurm/<profile>.yaml")
+        return SubmititLauncher(name, cluster=cluster, out=out)
+    raise LauncherError(f"unknown launcher {name!r} (allowed: {', '.join(LAUNCHERS)})")

@@ -1,0 +1,135 @@
+"""One job: train one model (resuming from its checkpoint), then evaluate the points that use it.
+
+A job carries paths and keys, never models: the worker (a local process, a Slurm task) loads the
+suite again, plans it again and finds its points by their index in the plan, checking each row key
+so a suite file edited after submission fails loudly instead of filling wrong rows. Rows go to the
+job's own shard (`<out>/shards/<job>/leaderboard.csv`), so concurrent jobs never share a file;
+`collect` merges the shards into the leaderboard. A row is appended to the shard only after its
+samples are written, and a job started again skips the rows its shard already holds, so a killed
+job costs only its unfinished training steps and its unfinished row.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flowbench.leaderboard import Leaderboard
+
+
+class JobError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class JobPoint:
+    index: int  # position in plan(suite, only=...)
+    row_key: str
+    supersedes: str | None = None
+    label: str = ""  # for people: family/denoiser/sampler/params
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # the model's label, or 'oracle-<family>' for points that need no training
+    suite: str  # absolute path of the suite file
+    out: str  # the results folder
+    cache: str  # the cache folder (checkpoints, corpora, judges)
+    points: tuple[JobPoint, ...]
+    git_sha: str
+    timestamp: str
+    only: dict | None = None
+    cost: float = 0.0  # relative training cost, to start the longest jobs first
+    trains: bool = field(default=False)
+
+    @property
+    def shard(self) -> Path:
+        return shard_dir(Path(self.out), self.name)
+
+
+def shard_dir(out: Path, name: str) -> Path:
+    return Path(out) / "shards" / name
+
+
+def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: dict | None,
+              index_of: dict, key_of, replaced: dict[str, str], git_sha: str, timestamp: str) -> list[Job]:
+    """Group pending points into jobs: one per trained model, one per family for the rest
+    (oracle points); the longest training first."""
+    from flowbench.runner import _cost  # the runner's measure of training cost
+
+    groups: dict[str, list] = {}
+    for p in pending:
+        name = p.model.label if p.denoiser == "trained" else f"oracle-{p.model.family}"
+        groups.setdefault(name, []).append(p)
+    jobs = []
+    for name, points in groups.items():
+        trains = points[0].denoiser == "trained"
+        jobs.append(Job(
+            name=name, suite=str(Path(suite_path).resolve()), out=str(Path(out).resolve()),
+            cache=str(Path(cache).resolve()), only=only, git_sha=git_sha, timestamp=timestamp,
+            trains=trains, cost=_cost(points[0].model) if trains else 0.0,
+            points=tuple(JobPoint(index=index_of[id(p)], row_key=(k := key_of(p)), supersedes=replaced.get(k),
+                                  label=describe(p)) for p in points)))
+    return sorted(jobs, key=lambda j: j.cost, reverse=True)
+
+
+def describe(point) -> str:
+    sp = ",".join(f"{k}={v}" for k, v in point.sampler_params.model_dump().items())
+    fp = ",".join(f"{k}={v}" for k, v in point.model.params.model_dump().items())
+    return f"{point.model.family}({fp}) seed={point.model.seed} {point.denoiser} {point.sampler}({sp})"
+
+
+def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress: bool = False) -> int:
+    """Train and evaluate one job; returns the number of rows it wrote (0 if all were done)."""
+    import torch
+
+    from flowbench import runner
+    from flowbench.config import load_suite
+    from flowbench.plan import make_corpus, plan
+    from flowbench.registry import JUDGES, load_builtins
+
+    os.environ["FLOWBENCH_CACHE"] = job.cache  # runner.cache_root() of this process
+    load_builtins()
+    if threads:
+        torch.set_num_threads(threads)
+    suite = load_suite(job.suite)
+    points = plan(suite, only=job.only)
+    key_of = runner.row_key_function(suite)
+    mine = []
+    for jp in job.points:
+        if jp.index >= len(points) or key_of(points[jp.index]) != jp.row_key:
+            raise JobError(f"job {job.name}: {job.suite} changed since submission (point {jp.label} "
+                           f"no longer has row key {jp.row_key}); run the suite again")
+        mine.append((points[jp.index], jp))
+    shard = Leaderboard(job.shard)
+    done = shard.keys()
+    todo = [(p, jp) for p, jp in mine if jp.row_key not in done]
+    if not todo:
+        return 0
+    if job.trains:
+        ckpt = runner.checkpoint_path(todo[0][0].model)  # the log says what a requeued job picked up
+        start = runner.load_checkpoint(ckpt)["step"] if ckpt.exists() else 0
+        print(f"job {job.name}: training from step {start}", flush=True)
+        runner.train_model(todo[0][0].model, threads=threads, position=position, progress=progress)
+    if not is_main_process():  # DDP: every rank trains, one evaluates
+        return 0
+    corpus = make_corpus(suite, cache_dir=runner.cache_root())
+    device = runner.resolve_device(suite.eval.device)
+    judge = JUDGES.get(suite.eval.judge)(corpus=corpus, cache_dir=runner.cache_root(), device=device,
+                                         **suite.eval.judge_params)
+    floor = judge.floor()
+    board = Leaderboard(Path(job.out))  # its samples folder; rows go to the shard
+    for point, jp in todo:
+        row, tokens = runner.evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
+        board.write_samples(jp.row_key, [{"text": corpus.decode(t), "ids": t.tolist()} for t in tokens])
+        shard.append({**row, "suite": suite.name, "judge": suite.eval.judge,
+                      "ppl_floor": floor.get("ppl_floor"), "git_sha": job.git_sha, "row_key": jp.row_key,
+                      "timestamp": job.timestamp, "supersedes": jp.supersedes,
+                      "versions": runner._json({c: v for c, (_, v) in point.components().items()})})
+    return len(todo)
+
+
+def is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

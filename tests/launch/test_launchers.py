@@ -1,0 +1,59 @@
+"""Launchers without a cluster: submitit's DebugExecutor runs the Slurm code path in-process and
+gives the local launcher's rows; the submission record, status and collect; cluster profiles."""
+import csv
+from pathlib import Path
+
+import pytest
+
+from flowbench.__main__ import main
+from flowbench.launch.profile import ProfileError, load_profile
+from flowbench.launch.record import load_record, point_status
+from flowbench.runner import run_suite
+
+ROOT = Path(__file__).parents[2]
+SMOKE = ROOT / "suites" / "smoke.yaml"
+METRICS = ("gen_ppl", "nll_mean", "entropy", "val_loss", "train_steps", "backbone_calls")
+
+
+def rows(csv_path):
+    with open(csv_path, newline="") as f:
+        return {r["row_key"]: {m: r[m] for m in METRICS} for r in csv.DictReader(f)}
+
+
+def test_debug_launcher_gives_the_local_rows_and_a_record(tmp_path, monkeypatch):
+    only = {"family": "mdlm"}
+    local = rows(run_suite(SMOKE, out=tmp_path / "local", only=only, jobs=1, progress=False))
+    monkeypatch.setenv("FLOWBENCH_CACHE", str(tmp_path / "cache-debug"))  # trains again
+    out = tmp_path / "debug"
+    debug = rows(run_suite(SMOKE, out=out, only=only, launcher="debug", progress=False))
+    assert debug == local and len(local) == 6  # 3 trained and 3 oracle points
+    record = load_record(out)["points"]
+    assert set(record) == set(local)
+    assert {e["job"] for e in record.values()} == {"oracle-mdlm"} | {e["job"] for e in record.values()
+                                                                      if e["job"].startswith("mdlm-")}
+    assert [e["state"] for e in point_status(out)] == ["done"] * 6
+    (shard,) = [p for p in (out / "shards").iterdir() if p.name.startswith("mdlm-")]
+    (shard / "leaderboard.csv").unlink()  # collect is idempotent and needs no shard it merged
+    assert main(["collect", str(out)]) == 0 and rows(out / "leaderboard.csv") == local
+
+
+def test_status_without_a_record_fails_in_one_line(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "submission record" in err
+
+
+def test_profile_misspelled_key_names_the_allowed_keys(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("partiton: gpu\n")
+    with pytest.raises(ProfileError, match=r"partiton: unknown key \(allowed keys: partition, account"):
+        load_profile(path)
+    assert main(["run", str(SMOKE), "--launcher", "slurm", "--cluster", str(path), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+
+
+def test_shipped_profiles_load():
+    local = load_profile(ROOT / "slurm" / "local.yaml").executor_parameters()
+    assert local["slurm_partition"] == "local" and local["cpus_per_task"] == 1
+    gpu = load_profile(ROOT / "slurm" / "gpu-cluster.yaml").executor_parameters()
+    assert gpu["gpus_per_node"] == 1 and "slurm_account" not in gpu  # null keys are left to the site
