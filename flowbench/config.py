@@ -146,17 +146,24 @@ def validate(model: type[BaseModel], data: dict, where: str) -> BaseModel:
         raise SuiteError(f"{where}: {err}") from None
 
 
-def load_suite(path: str | Path) -> Suite:
+def read_mapping(path: str | Path, *, kind: str, shape: str) -> dict:
+    """The YAML mapping in `path` with `name` defaulting to the file's stem; one-line errors
+    for a missing file, invalid YAML or a non-mapping (`shape` says what it should be)."""
     path = Path(path)
     if not path.is_file():
-        raise SuiteError(f"suite file not found: {path}")
+        raise SuiteError(f"{kind} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise SuiteError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise SuiteError(f"{path}: a suite is a mapping with keys {', '.join(Suite.model_fields)}")
+        raise SuiteError(f"{path}: {shape}")
     data.setdefault("name", path.stem)
+    return data
+
+
+def load_suite(path: str | Path) -> Suite:
+    data = read_mapping(path, kind="suite", shape=f"a suite is a mapping with keys {', '.join(Suite.model_fields)}")
     return validate(Suite, data, "")  # type: ignore[return-value]
 
 

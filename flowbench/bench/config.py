@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, PositiveInt
 
-from flowbench.config import BackboneConfig, Frozen, SuiteError, validate
+from flowbench.config import BackboneConfig, Frozen, SuiteError, read_mapping, validate
 
 
 class BenchEntry(Frozen):
@@ -55,14 +54,5 @@ class Bench(Frozen):
 
 
 def load_bench(path: str | Path) -> Bench:
-    path = Path(path)
-    if not path.is_file():
-        raise SuiteError(f"bench file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SuiteError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise SuiteError(f"{path}: a bench file is a mapping with keys {', '.join(Bench.model_fields)}")
-    data.setdefault("name", path.stem)
+    data = read_mapping(path, kind="bench", shape=f"a bench file is a mapping with keys {', '.join(Bench.model_fields)}")
     return validate(Bench, data, "")  # type: ignore[return-value]

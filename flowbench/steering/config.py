@@ -19,10 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, PositiveInt
 
-from flowbench.config import Frozen, Suite, SuiteError, validate
+from flowbench.config import Frozen, Suite, SuiteError, read_mapping, validate
 from flowbench.steering.finetune import FinetuneConfig
 
 Method = Literal["base", "lookahead", "tangent", "best_of_n", "finetuned"]
@@ -42,17 +41,11 @@ class SteeringConfig(Frozen):
 
 
 def load_steering_suite(path: str | Path) -> tuple[Suite, SteeringConfig]:
-    path = Path(path)
-    if not path.is_file():
-        raise SuiteError(f"suite file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SuiteError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("steering"), dict):
-        raise SuiteError(f"{path}: a steering suite is a suite with a 'steering:' mapping")
+    shape = "a steering suite is a suite with a 'steering:' mapping"
+    data = read_mapping(path, kind="suite", shape=shape)
+    if not isinstance(data.get("steering"), dict):
+        raise SuiteError(f"{path}: {shape}")
     steering = validate(SteeringConfig, data.pop("steering"), "steering")
-    data.setdefault("name", path.stem)
     suite = validate(Suite, data, "")
     if [r.family for r in suite.runs] != ["flow_map"]:
         raise SuiteError(f"{path}: runs: a steering suite has exactly one run, of family flow_map")
