@@ -54,3 +54,21 @@ def smoke_suite(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def conditioned_network():
+    """network(fam, seed=0): a small backbone for `fam` with non-zero conditioning (adaLN-Zero
+    starts time-blind, which would hide a swapped time argument)."""
+    from flowbench.config import BackboneConfig
+
+    def network(fam, seed=0):
+        torch.manual_seed(seed)
+        model = fam.build_model(BackboneConfig(d_model=32, n_layers=1, n_heads=2))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "ada" in name:
+                    p.normal_(0, 0.05)
+        return model.eval()
+
+    return network

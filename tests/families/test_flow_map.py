@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from flowbench.config import BackboneConfig
 from flowbench.families.flow_map import EulerSamplerParams, FlowMap, FlowMapParams, FlowMapSamplerParams, jump
 from flowbench.families.ode import solve
 from flowbench.runner import CallCounter
@@ -22,26 +21,16 @@ def family(lang, **params):
     return FlowMap(params=FlowMapParams(**params), vocab_size=lang.vocab_size, seq_len=lang.seq_len)
 
 
-def network(fam, seed=0):
-    """A small backbone with non-zero conditioning (adaLN-Zero starts time-blind)."""
-    torch.manual_seed(seed)
-    model = fam.build_model(BackboneConfig(d_model=32, n_layers=1, n_heads=2))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "ada" in name:
-                p.normal_(0, 0.05)
-    return model.eval()
-
 
 def gaussian_state(lang, n, seed=0):
     return torch.randn(n, lang.seq_len, lang.vocab_size, dtype=torch.float64,
                        generator=torch.Generator().manual_seed(seed))
 
 
-def test_flow_map_boundaries_and_simplex(tiny_language):
+def test_flow_map_boundaries_and_simplex(tiny_language, conditioned_network):
     """X_{s,s} = x, X_{s,1} = delta_{s,1}, and a simplex point is mapped into the simplex."""
     fam = family(tiny_language)
-    model = network(fam)
+    model = conditioned_network(fam)
     x = gaussian_state(tiny_language, 4)
     s = torch.tensor([0.0, 0.3, 0.6, 0.9], dtype=torch.float64)
     with torch.no_grad():
@@ -130,7 +119,7 @@ def test_oracle_obeys_the_semigroup_target(tiny_language):
 
 
 @pytest.mark.parametrize("distill, params", [("psd", {}), ("lsd", {}), ("lsd", {"lsd_weight": "velocity"})])
-def test_distillation_vanishes_at_the_oracle_and_trains(tiny_language, distill, params):
+def test_distillation_vanishes_at_the_oracle_and_trains(tiny_language, distill, params, conditioned_network):
     fam = family(tiny_language, distill=distill, **params)
     x1 = tiny_language.split("validation", 24)
     loss = fam.psd_loss if distill == "psd" else fam.lsd_loss
@@ -142,7 +131,7 @@ def test_distillation_vanishes_at_the_oracle_and_trains(tiny_language, distill, 
     exact = loss(oracle, x1, generator=torch.Generator().manual_seed(0)).item()
     wrong = loss(diagonal, x1, generator=torch.Generator().manual_seed(0)).item()
     assert 0 <= exact < 1e-3 * wrong
-    model = network(fam).train()
+    model = conditioned_network(fam).train()
     value = fam.loss(model, x1, generator=torch.Generator().manual_seed(0))
     value.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -152,9 +141,9 @@ def test_distillation_vanishes_at_the_oracle_and_trains(tiny_language, distill, 
     assert value.item() > anchor_only.item()
 
 
-def test_nfe_is_backbone_calls(tiny_language):
+def test_nfe_is_backbone_calls(tiny_language, conditioned_network):
     fam = family(tiny_language)
-    model = network(fam)
+    model = conditioned_network(fam)
     cases = [("flow_map", FlowMapSamplerParams(nfe=3, decode="sample")),
              ("flow_map", FlowMapSamplerParams(nfe=5, grid_power=2.0)),
              ("euler", EulerSamplerParams(nfe=3)),
@@ -195,7 +184,7 @@ def test_oracle_samplers_reproduce_the_language(tiny_language):
     assert len(torch.unique(x1, dim=0)) == 1
 
 
-def test_softmax_input_loses_nothing_the_flow_map_needs(tiny_language):
+def test_softmax_input_loses_nothing_the_flow_map_needs(tiny_language, conditioned_network):
     """The exact delta_{s,t} ignores per-position shifts of x, and so does the preconditioned
     network; without preconditioning the network sees them."""
     fam = family(tiny_language)
@@ -205,7 +194,7 @@ def test_softmax_input_loses_nothing_the_flow_map_needs(tiny_language):
     oracle = fam.oracle_model(tiny_language.posterior, steps_per_unit=16)
     assert torch.allclose(oracle(x + shift, s=s, t=t).exp(), oracle(x, s=s, t=t).exp(), atol=1e-9)
     for precondition, invariant in (("softmax", True), ("none", False)):
-        model = network(family(tiny_language, precondition=precondition))
+        model = conditioned_network(family(tiny_language, precondition=precondition))
         with torch.no_grad():
             same = torch.allclose(model(x + shift, s=s, t=t), model(x, s=s, t=t), atol=1e-4)
         assert same == invariant

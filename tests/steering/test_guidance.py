@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from flowbench.config import BackboneConfig
 from flowbench.families.flow_map import EulerSamplerParams, FlowMap, FlowMapParams, FlowMapSamplerParams
 from flowbench.runner import CallCounter
 from flowbench.steering.guidance import _reward_gradient, best_of_n, guided_sample, passes
@@ -21,23 +20,13 @@ def family(lang):
     return FlowMap(params=FlowMapParams(), vocab_size=lang.vocab_size, seq_len=lang.seq_len)
 
 
-def network(fam, seed=0):
-    """A small backbone with non-zero conditioning (adaLN-Zero starts time-blind)."""
-    torch.manual_seed(seed)
-    model = fam.build_model(BackboneConfig(d_model=32, n_layers=1, n_heads=2))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "ada" in name:
-                p.normal_(0, 0.05)
-    return model.eval()
-
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def test_eta_zero_reproduces_the_unsteered_samplers(tiny_language):
-    fam, net = family(tiny_language), network(family(tiny_language))
+def test_eta_zero_reproduces_the_unsteered_samplers(tiny_language, conditioned_network):
+    fam, net = family(tiny_language), conditioned_network(family(tiny_language))
     reward = TopicReward(corpus=tiny_language, topic=0)
     for nfe in (1, 3):
         base = fam.sample(net, n=8, sampler="flow_map", params=FlowMapSamplerParams(nfe=nfe), generator=gen())
@@ -53,9 +42,9 @@ def test_eta_zero_reproduces_the_unsteered_samplers(tiny_language):
     assert not torch.equal(steered, base)
 
 
-def test_calls_match_the_stated_cost(tiny_language):
+def test_calls_match_the_stated_cost(tiny_language, conditioned_network):
     fam = family(tiny_language)
-    net = CallCounter(network(fam))
+    net = CallCounter(conditioned_network(fam))
     reward = TopicReward(corpus=tiny_language, topic=0)
     guided_sample(fam, net, n=2, nfe=3, eta=1.0, reward=reward, generator=gen())
     assert net.calls == 3 + 2                       # 3 look-aheads (with backward), 2 more jumps
@@ -68,8 +57,8 @@ def test_calls_match_the_stated_cost(tiny_language):
     assert net.calls == 3 and passes("best_of_n", nfe=3, n_best=4) == 12   # one batch of 8 draws
 
 
-def test_best_of_n_keeps_the_highest_reward(tiny_language):
-    fam, net = family(tiny_language), network(family(tiny_language))
+def test_best_of_n_keeps_the_highest_reward(tiny_language, conditioned_network):
+    fam, net = family(tiny_language), conditioned_network(family(tiny_language))
     reward = TopicReward(corpus=tiny_language, topic=0)
     kept = best_of_n(fam, net, n=4, n_best=3, nfe=2, reward=reward, generator=gen())
     draws = fam.sample(net, n=12, sampler="flow_map", params=FlowMapSamplerParams(nfe=2), generator=gen())
