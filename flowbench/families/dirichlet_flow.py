@@ -124,16 +124,18 @@ class ODEParams(SamplerParams):
     decode: Literal["argmax", "multinomial"] = "argmax"
 
 
-def log_dirichlet(shape: tuple[int, ...], *, alpha: float, generator: torch.Generator) -> torch.Tensor:
-    """log of Dirichlet(alpha 1_V) draws over the last axis of `shape`, float64, never -inf rows.
+def log_dirichlet(shape: tuple[int, ...], *, alpha: float, generator: torch.Generator,
+                  dtype=torch.float64) -> torch.Tensor:
+    """log of Dirichlet(alpha 1_V) draws over the last axis of `shape`, float64 (or dtype), never
+    -inf rows.
 
     G_v = G'_v U_v^(1/alpha) with G'_v ~ Gamma(alpha + 1), U_v ~ U(0, 1) is Gamma(alpha);
     log Pi = log G - logsumexp(log G)."""
     device = generator.device
-    conc = torch.full(shape, alpha + 1.0, dtype=torch.float64, device=device)
+    conc = torch.full(shape, alpha + 1.0, dtype=dtype, device=device)
     log_g = torch._standard_gamma(conc, generator=generator).log()
-    u = torch.rand(shape, dtype=torch.float64, generator=generator, device=device)
-    log_g = log_g + u.clamp_min(1e-300).log() / alpha  # (..., V)
+    u = torch.rand(shape, dtype=dtype, generator=generator, device=device)
+    log_g = log_g + u.clamp_min(torch.finfo(dtype).tiny).log() / alpha  # (..., V)
     return torch.log_softmax(log_g, dim=-1)
 
 
@@ -201,18 +203,18 @@ class DirichletFlow(Family):
         return BackboneSpec(cond="t", input="simplex", self_cond=self.self_cond_rate > 0)
 
     # --- path and training ---------------------------------------------------------------------
-    def prior(self, shape: tuple[int, ...], *, generator: torch.Generator) -> torch.Tensor:
-        """Pi_0 ~ Dirichlet(alpha 1_V) per position: (..., V) float64, drawn in log space."""
-        return log_dirichlet((*shape, self.vocab_size), alpha=self.alpha, generator=generator).exp()
+    def prior(self, shape: tuple[int, ...], *, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+        """Pi_0 ~ Dirichlet(alpha 1_V) per position: (..., V) float64 (or dtype), drawn in log space."""
+        return log_dirichlet((*shape, self.vocab_size), alpha=self.alpha, generator=generator, dtype=dtype).exp()
 
     def path(self, pi0: torch.Tensor, x1: torch.Tensor, *, t: torch.Tensor) -> torch.Tensor:
-        """Pi_t = (1 - t) Pi_0 + t z: pi0 (B, L, V), ids x1 (B, L), t (B,) -> (B, L, V) float64."""
-        t = t.double()[:, None, None]
-        return (1 - t) * pi0 + t * F.one_hot(x1, self.vocab_size).double()
+        """Pi_t = (1 - t) Pi_0 + t z: pi0 (B, L, V), ids x1 (B, L), t (B,) -> (B, L, V) in pi0's dtype."""
+        t = t.to(pi0.dtype)[:, None, None]
+        return (1 - t) * pi0 + t * F.one_hot(x1, self.vocab_size).to(pi0.dtype)
 
     def velocity_target(self, pi0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        """d Pi_t / dt = z - Pi_0 (seed, Algorithm 1): (B, L, V) float64."""
-        return F.one_hot(x1, self.vocab_size).double() - pi0
+        """d Pi_t / dt = z - Pi_0 (seed, Algorithm 1): (B, L, V) in pi0's dtype."""
+        return F.one_hot(x1, self.vocab_size).to(pi0.dtype) - pi0
 
     def loss(self, model, x1, *, generator=None):
         """velocity: ||u_theta(Pi_t, u) - (z - Pi_0)||^2 summed over V; denoiser: -log mu_theta(x_1).
@@ -222,7 +224,8 @@ class DirichletFlow(Family):
         B, L = x1.shape
         u0 = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
         u = (u0 + torch.arange(B, device=x1.device, dtype=torch.float64) / B) % 1.0  # (B,)
-        pi0 = self.prior((B, L), generator=generator)                                 # (B, L, V)
+        # the path in float32, the network's input precision (t itself stays float64)
+        pi0 = self.prior((B, L), generator=generator, dtype=torch.float32)            # (B, L, V)
         t = self.warp.to_t(u)
         x_t = self.path(pi0, x1, t=t)                                                 # (B, L, V)
         out = self.self_conditioned(model, x_t.float(), generator=generator, t=u.float()).float()  # (B, L, V)

@@ -269,17 +269,20 @@ class FlowMap(Family):
 
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
+        """x_0 and the state in float32 (the network reads float32; the jump coefficients are
+        float64 scalars); the last jump is never formed: its delta is decoded from its logits."""
         self.check_sampler(sampler, params)
         dev = generator.device
-        x = torch.randn(n, self.seq_len, self.vocab_size, generator=generator, device=dev,
-                        dtype=torch.float64)                                      # x_0 (n, L, V)
+        x = torch.randn(n, self.seq_len, self.vocab_size, generator=generator, device=dev)  # x_0 (n, L, V)
         if sampler == "euler":
-            return self._sample_euler(model, x, params)
-        times = self.grid(params.nfe, power=params.grid_power).to(dev)
+            return self._sample_euler(model, x.double(), params)
+        times = self.grid(params.nfe, power=params.grid_power)                      # float64, on the host
         for j in range(params.nfe):
-            s, t = times[j].expand(n), times[j + 1].expand(n)
-            logits = model(x, s=s, t=t).double()                                   # (n, L, V)
-            x = jump(x, delta=logits.softmax(-1), s=s, t=t)
+            s, t = times[j].to(dev).expand(n), times[j + 1].to(dev).expand(n)
+            logits = model(x, s=s, t=t)                                             # (n, L, V)
+            if j + 1 < params.nfe:  # x <- X_{s,t}(x) = a x + (1 - a) delta, in place
+                a = float((1 - times[j + 1]) / (1 - times[j]))
+                x.mul_(a).add_(logits.softmax(-1), alpha=1 - a)
         if params.decode == "sample":
             return sample_categorical(logits, generator=generator, temperature=params.temperature,
                                       top_p=params.top_p)

@@ -139,22 +139,25 @@ class KLFlow(Family):
         return BackboneSpec(cond="t", input="simplex", self_cond=self.self_cond_rate > 0)
 
     # --- path ----------------------------------------------------------------------------
-    def target_logits(self, x1: torch.Tensor) -> torch.Tensor:
-        """Centered l_1 = Delta (e_x1 - 1/V): (B, L) ids -> (B, L, V) float64."""
-        return self.delta * (F.one_hot(x1, self.vocab_size).double() - 1.0 / self.vocab_size)
+    def target_logits(self, x1: torch.Tensor, *, dtype=torch.float64) -> torch.Tensor:
+        """Centered l_1 = Delta (e_x1 - 1/V): (B, L) ids -> (B, L, V) float64 (or dtype)."""
+        return self.delta * (F.one_hot(x1, self.vocab_size).to(dtype) - 1.0 / self.vocab_size)
 
-    def noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None, device=None) -> torch.Tensor:
-        """Centered noise logits P l_0, l_0 ~ N(0, sigma^2 I): (B, L) -> (B, L, V) float64."""
+    def noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None, device=None,
+              dtype=torch.float64) -> torch.Tensor:
+        """Centered noise logits P l_0, l_0 ~ N(0, sigma^2 I): (B, L) -> (B, L, V) float64 (or dtype)."""
         device = device if device is not None or generator is None else generator.device
-        l0 = torch.randn((*shape, self.vocab_size), generator=generator, dtype=torch.float64, device=device)
+        l0 = torch.randn((*shape, self.vocab_size), generator=generator, dtype=dtype, device=device)
         l0 = self.params.noise_scale * l0
         return l0 - l0.mean(-1, keepdim=True)
 
-    def interpolate(self, x1: torch.Tensor, t: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
-        """Centered l_t = (1 - t) l_0 + t l_1(x1), x_t = softmax(l_t); t (B,) -> (B, L, V) float64."""
-        l0 = self.noise(tuple(x1.shape), generator=generator, device=x1.device)
-        t = t.double()[:, None, None]  # (B, 1, 1)
-        return (1 - t) * l0 + t * self.target_logits(x1)
+    def interpolate(self, x1: torch.Tensor, t: torch.Tensor, *, generator: torch.Generator | None,
+                    dtype=torch.float64) -> torch.Tensor:
+        """Centered l_t = (1 - t) l_0 + t l_1(x1), x_t = softmax(l_t); t (B,) -> (B, L, V) float64
+        (or dtype: training draws its path in float32, the network's input precision)."""
+        l0 = self.noise(tuple(x1.shape), generator=generator, device=x1.device, dtype=dtype)
+        t = t.to(dtype)[:, None, None]  # (B, 1, 1)
+        return (1 - t) * l0 + t * self.target_logits(x1, dtype=dtype)
 
     def model_input(self, l_t: torch.Tensor) -> torch.Tensor:
         """The network's view of the state: x_t = softmax(l_t) or the centered l_t, (B, L, V) float64."""
@@ -163,7 +166,7 @@ class KLFlow(Family):
     # --- training ------------------------------------------------------------------------
     def loss(self, model, x1, *, generator=None):
         t = self.params.time.sample(x1.shape[0], generator=generator, device=x1.device)  # (B,)
-        l_t = self.interpolate(x1, t, generator=generator)                             # (B, L, V)
+        l_t = self.interpolate(x1, t, generator=generator, dtype=torch.float32)        # (B, L, V)
         logits = self.self_conditioned(model, self.model_input(l_t), generator=generator, t=t)  # (B, L, V)
         return F.cross_entropy(logits.float().transpose(1, 2), x1)
 

@@ -1,4 +1,4 @@
-"""sample_categorical: float64 Gumbel-argmax draws in memory-bounded chunks of rows."""
+"""sample_categorical: float64 inverse-CDF draws in memory-bounded chunks of rows."""
 import pytest
 import torch
 
@@ -9,9 +9,11 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def unchunked(logits, generator):
-    """The reference: one float64 buffer for every row."""
-    u = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=logits.device)
-    return (logits.double() - torch.log(-torch.log(u.clamp_min(1e-300)))).argmax(-1)
+    """The reference: one float64 buffer for every row; the first id whose cumulative probability
+    reaches u, counted by comparison (no searchsorted)."""
+    p = logits.double().softmax(-1)
+    u = 1 - torch.rand((*logits.shape[:-1], 1), dtype=torch.float64, generator=generator, device=logits.device)
+    return (p.cumsum(-1) < u * p.sum(-1, keepdim=True)).sum(-1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -33,7 +35,8 @@ def test_float64_working_set_stays_under_the_budget(monkeypatch):
     x = sample_categorical(logits, generator=torch.Generator().manual_seed(0), max_bytes=budget)
     assert x.shape == (4, 8)
     assert max(t.numel() * t.element_size() for t in sizes) <= budget
-    assert sum(t.shape[0] for t in sizes) == 32  # every row drawn exactly once
+    assert sum(t.shape[0] for t in sizes) == 32  # every row drawn exactly once, one uniform each
+    assert all(t.shape[1] == 1 for t in sizes)
     assert base.SAMPLE_BUDGET_BYTES == 256 * 2**20
 
 
@@ -47,3 +50,10 @@ def test_chunked_draws_follow_the_softmax_on_the_device():
     freq = torch.bincount(x.cpu(), minlength=4).double() / len(x)
     se = (probs * (1 - probs) / len(x)).sqrt()
     assert ((freq - probs).abs() < 4 * se).all(), freq
+
+
+def test_zero_mass_is_never_drawn():
+    """-inf logits (a nucleus cut, an impossible token) are never drawn, also at the ends of the row."""
+    logits = torch.tensor([-torch.inf, 0.0, -torch.inf, 0.0, -torch.inf], dtype=torch.float64).expand(4000, 5)
+    x = sample_categorical(logits, generator=torch.Generator().manual_seed(0))
+    assert set(x.tolist()) == {1, 3}
