@@ -196,6 +196,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
         x1 = next(stream).to(device)  # (B, L) global batch
         if world > 1:
             x1 = x1.chunk(world)[rank]  # (B / world, L)
+        family.train_progress = step / total  # a family whose loss changes over training reads it
         with autocast:
             loss = family.loss(net, x1, generator=noise_gen)
         if not math.isfinite(loss.item()):

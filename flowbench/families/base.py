@@ -88,6 +88,8 @@ class Family:
     # bump when a change alters what the family trains or samples: it enters the model and row
     # keys, so the next run retrains this family and recomputes its rows (flowbench/versions.py)
     version: ClassVar[int] = 1
+    # the fraction of its training steps done, set by the trainer before each training loss
+    train_progress: float = 0.0
 
     def __init__(self, *, params: Params, vocab_size: int, seq_len: int):
         self.params = params
@@ -109,6 +111,8 @@ class Family:
 
     def build_model(self, config: BackboneConfig) -> nn.Module:
         net = self.build_backbone(config)
+        if getattr(self.params, "posterior_input", False):
+            net = PosteriorInput(net, self.model_evidence)
         return EvidenceHead(net, self.model_evidence) if getattr(self.params, "evidence_head", False) else net
 
     def model_evidence(self, x: torch.Tensor, t: torch.Tensor | None, s: torch.Tensor | None) -> torch.Tensor:
@@ -176,6 +180,28 @@ class Family:
             return posterior(self.evidence(x_t, t))
 
         return model
+
+
+class PosteriorInput(nn.Module):
+    """The backbone reads softmax(evidence(x, t, s)): each position's single-site posterior under
+    a uniform token prior, in place of the raw state x.
+
+    A raw simplex or Gaussian state buries a position's token under V noisy coordinates (the
+    linear embedding of N(0, (1 - t)^2 I_V) noise has about sqrt(V) times the norm of the signal
+    t e_v), so the network cannot read its neighbours' tokens in the band where context decides
+    them. The posterior is a per-position sufficient statistic of x for x_1 (the exact denoiser
+    depends on x only through it), so nothing is lost; Plaid rescales its inputs for the same
+    reason (arXiv 2305.18619). x (B, L, V) -> the backbone's output."""
+
+    def __init__(self, net: nn.Module, evidence: Callable):
+        super().__init__()
+        self.net, self.evidence = net, evidence
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                s: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        with torch.no_grad():
+            post = self.evidence(x, t, s).softmax(-1).to(torch.float32)   # (B, L, V)
+        return self.net(post, t=t, s=s, **kw)
 
 
 class EvidenceHead(nn.Module):

@@ -93,17 +93,28 @@ _TOL = 1e-12  # relative: |x^v - t| below this is the boundary (t survives a u r
 class DirichletFlowParams(Params):
     alpha: float | None = Field(16.0, gt=0)  # Dirichlet concentration; None = 1/V (the seed's value)
     # velocity: regress z - Pi_0 (seed, Algorithm 1); denoiser: cross-entropy on E[z | Pi_t], velocity from it
-    head: Literal["velocity", "denoiser"] = "velocity"
+    head: Literal["velocity", "denoiser"] = "denoiser"
     # training times t = F^-1(u), u uniform; the network reads u = F(t) (module docstring)
     time_warp: Literal["uniform", "power", "logit"] = "logit"
     warp_power: float = Field(3.0, ge=1.0)               # power: t = u^p, i.e. t ~ Beta(1/p, 1)
     warp_center: float | None = Field(None, gt=0, lt=1)  # logit: median time; None = 1/V
     warp_spread: float = Field(1.0, gt=0)                # logit: scale of the logistic logit(t)
-    # denoiser head only: logits = network + the position's own evidence (base.EvidenceHead)
-    evidence_head: bool = False
+    # the backbone reads each position's single-site posterior softmax(ev) instead of Pi_t
+    # (base.PosteriorInput)
+    posterior_input: bool = True
+    # denoiser head only: logits = network + the position's own evidence (base.EvidenceHead);
+    # unset: on for the denoiser head, off for the velocity head
+    evidence_head: bool | None = None
     # probability that a training batch row reads the network's own first-pass estimate of x_1
     # (base.Family.self_conditioned; Plaid uses 0.25, CDCD 0.5); samplers always feed it back
     self_cond: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _evidence_follows_the_head(cls, data):
+        if isinstance(data, dict) and data.get("evidence_head") is None:
+            data = {**data, "evidence_head": data.get("head", "denoiser") == "denoiser"}
+        return data
 
     @model_validator(mode="after")
     def _evidence_needs_denoiser(self):
@@ -191,6 +202,7 @@ def time_grid(n: int, *, kind: str, warp: TimeWarp, power: float, t_end: float) 
 class DirichletFlow(Family):
     Params = DirichletFlowParams
     samplers = {"ode": ODEParams}
+    version = 2  # 2: the prior and path drawn in float32 for training
 
     def __init__(self, **kw):
         super().__init__(**kw)

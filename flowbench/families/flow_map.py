@@ -103,10 +103,13 @@ class FlowMapParams(Params):
 
     distill: Literal["psd", "lsd", "none"] = "psd"
     distill_weight: float = Field(1.0, ge=0.0)
+    # fraction of the training budget (in passes) spent on the anchor alone before the
+    # distillation term switches on: FLM's two stages (flow first, then the map), arXiv 2602.16813
+    distill_start: float = Field(0.5, ge=0.0, lt=1.0)
     end_prob: float = Field(0.25, ge=0.0, le=1.0)
     lsd_weight: Literal["denoiser", "velocity"] = "denoiser"
     eps: float = Field(0.02, gt=0.0, lt=1.0)
-    precondition: Literal["none", "softmax"] = "none"
+    precondition: Literal["none", "softmax"] = "softmax"
     # logits = network + the evidence of x_s about each token, t x_s / (1 - s)^2 (base.EvidenceHead)
     evidence_head: bool = True
     time: TimeSampling = TimeSampling()  # anchor times t (delta_{t,t})
@@ -166,6 +169,7 @@ class SoftmaxInput(nn.Module):
 class FlowMap(Family):
     Params = FlowMapParams
     samplers = {"flow_map": FlowMapSamplerParams, "euler": EulerSamplerParams}
+    version = 2  # 2: the flow_map sampler state in float32
     # backbone work of one step, in forward + backward passes (a backward counted as two
     # forwards): anchor 1; psd: target 2 forwards without gradient + prediction 1 = 8/3 in all;
     # lsd: the jvp (primal and tangent, with gradient) about 2 + target 1/3 = 10/3
@@ -174,7 +178,12 @@ class FlowMap(Family):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self.train_cost = self.DISTILL_COST[self.params.distill if self.params.distill_weight else "none"]
+        cost = self.DISTILL_COST[self.params.distill if self.params.distill_weight else "none"]
+        f = self.params.distill_start
+        # f of the passes at 1 pass a step, the rest at `cost`: the mean cost of a step, and the
+        # fraction of the steps after which distillation starts
+        self.train_cost = 1.0 / (f + (1.0 - f) / cost)
+        self.distill_from = f * self.train_cost
 
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(cond="st", input="simplex")
@@ -202,7 +211,7 @@ class FlowMap(Family):
         logits = model(self.interpolate(x1, t=t, generator=generator), s=t, t=t)   # (B, L, V)
         anchor = F.cross_entropy(logits.float().transpose(1, 2), x1)
         p = self.params
-        if p.distill == "none" or p.distill_weight == 0:
+        if p.distill == "none" or p.distill_weight == 0 or self.train_progress < self.distill_from:
             return anchor
         distill = (self.psd_loss if p.distill == "psd" else self.lsd_loss)(model, x1, generator=generator)
         return anchor + p.distill_weight * distill

@@ -129,6 +129,7 @@ class HybridParams(ODEParams):
 class KLFlow(Family):
     Params = KLFlowParams
     samplers = {"ode": ODEParams, "randomized": RandomizedParams, "hybrid": HybridParams}
+    version = 2  # 2: the noise and path drawn in float32 for training
 
     def __init__(self, **kw):
         super().__init__(**kw)

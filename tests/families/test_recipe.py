@@ -163,3 +163,55 @@ def test_self_conditioning_costs_a_third_of_a_pass_more():
     plain = cls(params=cls.Params(), vocab_size=V, seq_len=L)
     sc = cls(params=cls.Params(self_cond=0.25), vocab_size=V, seq_len=L)
     assert sc.train_cost == pytest.approx(plain.train_cost + 1 / 3)
+
+
+# --- the posterior input -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["dirichlet_flow"])
+def test_posterior_input_feeds_the_backbone_the_single_position_posterior(name):
+    """The backbone reads softmax(evidence) of the model's own call: rows on the simplex whose
+    argmax is the clean token where the path has decided it (a negated or missing evidence
+    would put the mass elsewhere), and the time the model is called at is the one used."""
+    from flowbench.families.base import PosteriorInput
+
+    params, _ = CASES[name]
+    cls = FAMILIES.get(name)
+    fam = cls(params=cls.Params(posterior_input=True, evidence_head=False, **params), vocab_size=V, seq_len=L)
+    model = fam.build_model(BackboneConfig(d_model=16, n_layers=1, n_heads=2))
+    assert isinstance(model, PosteriorInput)
+    seen = []
+    model.net.register_forward_pre_hook(lambda mod, args, kw: seen.append(args[0]), with_kwargs=True)
+    x1 = torch.randint(V, (64, L), generator=gen(1))
+    for time, decided in ((0.9, True), (0.3, False)):
+        x, kw = draws(name, fam, x1, torch.full((64,), time, dtype=torch.float64))
+        with torch.no_grad():
+            model(x, **kw)
+        post = seen[-1]
+        assert post.dtype == torch.float32 and torch.allclose(post.sum(-1), torch.ones(64, L))
+        want = fam.model_evidence(x, kw["t"], kw.get("s")).softmax(-1).float()
+        assert torch.allclose(post, want, atol=1e-6)
+        hit = (post.argmax(-1) == x1).double().mean().item()
+        assert hit > 0.99 if decided else hit < 0.9, (time, hit)
+    plain = cls(params=cls.Params(posterior_input=False, evidence_head=False, **params), vocab_size=V, seq_len=L)
+    assert not isinstance(plain.build_model(BackboneConfig(d_model=16, n_layers=1, n_heads=2)), PosteriorInput)
+
+
+# --- flow_map's two stages -----------------------------------------------------------------------
+def test_flow_map_distils_only_after_its_anchor_stage():
+    """distill_start f: f of the passes train the anchor alone (one pass a step), the rest the
+    anchor plus distillation (8/3 passes a step); the loss switches where those passes end."""
+    from flowbench.config import TrainConfig
+
+    cls = FAMILIES.get("flow_map")
+    two = cls(params=cls.Params(distill_start=0.5), vocab_size=V, seq_len=L)
+    steps = TrainConfig(passes=800, batch_size=4).total_steps(L, cost=two.train_cost)
+    assert steps == 400 + 150                                    # 400 passes at 1, 400 at 8/3
+    assert two.distill_from == pytest.approx(400 / 550)
+    anchor_only = cls(params=cls.Params(distill="none"), vocab_size=V, seq_len=L)
+    net = two.build_model(BackboneConfig(d_model=16, n_layers=1, n_heads=2))
+    x1 = torch.randint(V, (8, L), generator=gen(1))
+    with torch.no_grad():
+        before = two.loss(net, x1, generator=gen(2))
+        two.train_progress = 0.8
+        after = two.loss(net, x1, generator=gen(2))
+        anchor = anchor_only.loss(net, x1, generator=gen(2))
+    assert torch.equal(before, anchor) and after > anchor + 1e-3
