@@ -18,6 +18,8 @@ def _one_thread():
 
 
 def family(lang, **params):
+    """distill_start 0 unless given: the loss is the distilled one from the first step."""
+    params = {"distill_start": 0.0, **params}
     return FlowMap(params=FlowMapParams(**params), vocab_size=lang.vocab_size, seq_len=lang.seq_len)
 
 
