@@ -69,10 +69,15 @@ NFE 1 / 2 / 4 / 8 / 16 / 32 with the defaults:
     8.62 / 8.58 / 8.53 (NFE 64: 8.53; midpoint at NFE 8 / 32: 8.58 / 8.54). Rotary positions,
     which closed most of mdlm's gap, leave this one: it is learning error in the band.
 
-Recipe ingredients measured and not made defaults (suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge; mdlm at the same budget: 402 at NFE 64), gen PPL at NFE 16 / 64: velocity head
-(default) 7824 / 8383; denoiser head 11782 / 11461; denoiser + evidence head 11382 / 11029
-(val CE 2.43 -> 1.87); denoiser + evidence + self_cond 0.5 9553 / 8590 (750 steps at equal
-compute). The time warp above is this family's band-focused time sampling.
+Recipe (suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge;
+mdlm at the same budget: 402 at NFE 64), gen PPL at NFE 16 / 64: velocity head 7824 / 8383;
+denoiser head 11782 / 11461; denoiser + evidence head 11382 / 11029 (val CE 2.43 -> 1.87);
+denoiser + evidence + self_cond 0.5 9553 / 8590 (750 steps at equal compute); velocity head +
+posterior input 10457 / 10224; denoiser + evidence head + posterior input 6068 / 5387 (val CE
+1.77): the defaults. Raw Pi_t buries the token in coordinates of order 1/V that the linear
+embedding barely separates, so the network could not read its neighbours in the band where
+tokens are decided; the posterior input (base.PosteriorInput) hands it each position's
+single-site posterior. The time warp above is this family's band-focused time sampling.
 """
 from __future__ import annotations
 
