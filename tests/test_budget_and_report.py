@@ -24,7 +24,9 @@ def suite_file(tmp_path, **changes) -> Path:
 def test_step_costs_count_the_backbone_work():
     V, L = 8, 4
     flow_map = FAMILIES.get("flow_map")
-    assert flow_map(params=flow_map.Params(), vocab_size=V, seq_len=L).train_cost == pytest.approx(8 / 3)
+    assert flow_map(params=flow_map.Params(distill_start=0.0), vocab_size=V, seq_len=L).train_cost == pytest.approx(8 / 3)
+    # half the passes at 1 a step, half at 8/3: 1 / (1/2 + 3/16) passes a step on average
+    assert flow_map(params=flow_map.Params(distill_start=0.5), vocab_size=V, seq_len=L).train_cost == pytest.approx(16 / 11)
     assert flow_map(params=flow_map.Params(distill="none"), vocab_size=V, seq_len=L).train_cost == 1.0
     mdlm = FAMILIES.get("mdlm")
     assert mdlm(params=mdlm.Params(), vocab_size=V, seq_len=L).train_cost == 1.0
@@ -41,7 +43,7 @@ def test_passes_budget_divides_by_the_declared_step_cost():
 
 def test_train_fields_are_sweep_axes(tmp_path):
     runs = [{"family": "mdlm", "train": {"steps": [2, 4]}, "samplers": [{"sampler": "ancestral", "nfe": [1, 2]}]},
-            {"family": "flow_map", "samplers": [{"sampler": "flow_map", "nfe": 1}]}]
+            {"family": "flow_map", "params": {"distill_start": 0.0}, "samplers": [{"sampler": "flow_map", "nfe": 1}]}]
     suite = load_suite(suite_file(tmp_path, train={**SMOKE["train"], "steps": None, "passes": [8, 16]}, runs=runs))
     points = plan(suite)
     mdlm_steps = sorted({p.model.train.steps for p in points if p.model.family == "mdlm"})

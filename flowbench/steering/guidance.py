@@ -48,17 +48,19 @@ def passes(method: str, *, nfe: int, n_best: int = 1, horizon: float = 1.0) -> i
 
 
 def _delta(model, x: torch.Tensor, *, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """delta_{s,t}(x) in float64, computed as FlowMap.sample does (softmax of float64 logits)."""
-    return model(x, s=s, t=t).double().softmax(-1)
+    """delta_{s,t}(x), the softmax taken in the state's dtype as FlowMap.sample does (float32
+    for its flow_map sampler, float64 for its euler sampler)."""
+    return model(x, s=s, t=t).to(x.dtype).softmax(-1)
 
 
 def _reward_gradient(model, reward: Callable, x: torch.Tensor, *, t: torch.Tensor,
                      end: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """P grad_x lambda r(delta_{t,end}(x)) and delta_{t,end}(x) (detached): (n, L, V) float64 each."""
+    """P grad_x lambda r(delta_{t,end}(x)) and delta_{t,end}(x) (detached): (n, L, V) each, in
+    x's dtype (the reward itself is evaluated in float64)."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         d = _delta(model, xg, s=t, t=end)
-        grad, = torch.autograd.grad(lam * reward(d).sum(), xg)
+        grad, = torch.autograd.grad(lam * reward(d.double()).sum(), xg)
     return grad - grad.mean(-1, keepdim=True), d.detach()
 
 
@@ -74,18 +76,22 @@ def guided_sample(family: FlowMap, model, *, n: int, nfe: int, eta: float, rewar
     if method not in ("lookahead", "tangent"):
         raise ValueError(f"guidance method must be 'lookahead' or 'tangent', got {method!r}")
     dev = generator.device
-    x = torch.randn(n, family.seq_len, family.vocab_size, generator=generator, device=dev,
-                    dtype=torch.float64)                                          # x_0 (n, L, V)
+    x = torch.randn(n, family.seq_len, family.vocab_size, generator=generator, device=dev)  # x_0 (n, L, V)
     times = family.grid(nfe, power=grid_power).to(dev)
+    if method == "tangent":  # the euler sampler's float64 state
+        x = x.double()
     for j in range(nfe):
         t, s = times[j].expand(n), times[j + 1].expand(n)
-        if method == "lookahead":
+        step = float(times[j + 1] - times[j])
+        if method == "lookahead":  # FlowMap.sample's float32 jump, x <- a x + (1 - a) delta
             end = torch.ones_like(t) if horizon == 1 else t + horizon * (1 - t)
             grad, x1 = _reward_gradient(model, reward, x, t=t, end=end, lam=lam)
             d = x1 if j == nfe - 1 and horizon == 1 else _delta(model, x, s=t, t=s)
+            a = float((1 - times[j + 1]) / (1 - times[j]))
+            x = x.mul(a).add_(d, alpha=1 - a).add_(grad, alpha=eta * step)
         else:
             grad, d = _reward_gradient(model, reward, x, t=t, end=t, lam=lam)
-        x = jump(x, delta=d, s=t, t=s) + eta * (times[j + 1] - times[j]) * grad
+            x = jump(x, delta=d, s=t, t=s) + eta * step * grad
     return x.argmax(-1)
 
 
