@@ -27,7 +27,8 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
             df[col] = np.nan
     params = df["sampler_params"].astype(object).where(df["sampler_params"].notna(), "{}")
     for col in SWEEP_COLUMNS:  # older rows kept some sweep knobs (AR's temperature) in the JSON only
-        df[col] = df[col].fillna(params.map(lambda p, c=col: json.loads(p or "{}").get(c)))
+        from_json = pd.to_numeric(params.map(lambda p, c=col: json.loads(p or "{}").get(c)), errors="coerce")
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(from_json)
     df[list(SWEEP_COLUMNS)] = df[list(SWEEP_COLUMNS)].apply(pd.to_numeric, errors="coerce")
     if df["supersedes"].notna().any():  # rows of an older family/corpus/judge version: only the newest count
         df = df[~df["row_key"].isin(df["supersedes"].dropna())].reset_index(drop=True)
