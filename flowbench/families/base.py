@@ -234,6 +234,24 @@ def time_grid(nfe: int, *, t_end: float = 1.0, dtype=torch.float64) -> torch.Ten
     return torch.linspace(0.0, t_end, nfe + 1, dtype=dtype)
 
 
+def randomized_steps(denoise: Callable, renoise: Callable, x: torch.Tensor, grid: torch.Tensor, *,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The randomized sampler of seed 004_*.txt (section 2.3) on any path that draws x_t from
+    x_1 and fresh noise: at each grid time t_k, draw x_1 ~ P(. | x_{t_k}) per position, then
+    draw the path afresh at t_{k+1} given that x_1. K = len(grid) - 1 calls, the last one only
+    read: returns (the state it read, its logits for the caller to decode); (x, None) when K = 0.
+
+    denoise(x, t) -> logits of x_1 (n, L, V) at the scalar time t; renoise(x1, t) -> x_t for
+    ids x1 (n, L). Unlike an ODE step it needs only the denoiser, so a small per-step error of
+    the network is not carried along the trajectory: each step restarts from a path sample."""
+    K, logits = len(grid) - 1, None
+    for k in range(K):
+        logits = denoise(x, grid[k])
+        if k + 1 < K:
+            x = renoise(sample_categorical(logits, generator=generator), grid[k + 1])  # (n, L) -> x_t
+    return x, logits
+
+
 SAMPLE_BUDGET_BYTES = 256 * 2**20  # float64 working set of one sample_categorical chunk
 
 

@@ -40,6 +40,10 @@ sinusoidal time embedding resolves the band; grid='warp' (default) samples on t_
              training times lie below 1/V, 90% have logit t within 3 of logit(1/V).
 Other grids: uniform k/n, cosine 1 - cos(pi k / 2n), power (k/n)^q.
 
+Sampler `randomized` (seed 004_*.txt, section 2.3; base.randomized_steps), denoiser head only: at
+grid time t_k draw z ~ mu_theta(Pi_{t_k}) per position, then Pi_{t_{k+1}} = (1 - t) Pi_0' + t z
+with a fresh prior draw Pi_0'; the last call's mu is decoded. NFE = grid steps (grid as `ode`).
+
 Sampler `ode`: fixed-grid solve of dPi/dt = v(Pi, t) from Pi_0 (float64 state) with
 flowbench.families.ode; NFE = backbone calls (rk4 spends 4 per step). `decode` reads the final Pi
 by argmax or by a float64 categorical draw. `t_end`: euler and midpoint never evaluate at the grid's
@@ -88,7 +92,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical
+from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, randomized_steps, sample_categorical
 from flowbench.families.ode import solve, steps_for
 from flowbench.registry import FAMILIES
 
@@ -138,6 +142,15 @@ class ODEParams(SamplerParams):
     t_end: float = Field(1.0, gt=0.0, le=1.0)
     # the final Pi read by argmax or by a float64 categorical draw
     decode: Literal["argmax", "multinomial"] = "argmax"
+
+
+class RandomizedParams(SamplerParams):
+    """Seed 004's randomized sampler on the Dirichlet path (module docstring)."""
+
+    grid: Literal["warp", "uniform", "cosine", "power"] = "warp"   # as ODEParams.grid
+    grid_power: float = Field(3.0, ge=1.0)
+    # the last call's mu decoded by a float64 categorical draw or its argmax
+    decode: Literal["multinomial", "argmax"] = "multinomial"
 
 
 def log_dirichlet(shape: tuple[int, ...], *, alpha: float, generator: torch.Generator,
@@ -206,7 +219,7 @@ def time_grid(n: int, *, kind: str, warp: TimeWarp, power: float, t_end: float) 
 @FAMILIES.register("dirichlet_flow")
 class DirichletFlow(Family):
     Params = DirichletFlowParams
-    samplers = {"ode": ODEParams}
+    samplers = {"ode": ODEParams, "randomized": RandomizedParams}
     version = 2  # 2: the prior and path drawn in float32 for training
 
     def __init__(self, **kw):
@@ -252,6 +265,10 @@ class DirichletFlow(Family):
 
     # --- sampling ----------------------------------------------------------------------------
     def check_sampler(self, sampler, params):
+        if sampler == "randomized":
+            if self.params.head != "denoiser":
+                raise ValueError("sampler 'randomized' draws x_1 from the denoiser: it needs head='denoiser'")
+            return
         steps_for(params.nfe, params.solver)
         if params.t_end >= 1.0 and params.solver in ("heun", "rk4"):
             raise ValueError(f"solver {params.solver!r} evaluates the velocity at t = 1, where "
@@ -273,13 +290,22 @@ class DirichletFlow(Family):
         device = generator.device
         model = self.sampling_model(model)
         x0 = self.prior((n, self.seq_len), generator=generator)                      # (n, L, V)
-        grid = time_grid(steps_for(params.nfe, params.solver), kind=params.grid, warp=self.warp,
-                         power=params.grid_power, t_end=params.t_end).to(device)
-        x = solve(lambda t, x: self.velocity(model, x, t=t), x0, grid, solver=params.solver)
+        if sampler == "randomized":
+            grid = time_grid(params.nfe, kind=params.grid, warp=self.warp, power=params.grid_power,
+                             t_end=1.0).to(device)
+            _, logits = randomized_steps(
+                lambda x, t: model(x.float(), t=self.warp.to_u(t).expand(n).float()),
+                lambda x1, t: self.path(self.prior((n, self.seq_len), generator=generator), x1, t=t.expand(n)),
+                x0, grid, generator=generator)
+            log_p = logits.double().log_softmax(-1)
+        else:
+            grid = time_grid(steps_for(params.nfe, params.solver), kind=params.grid, warp=self.warp,
+                             power=params.grid_power, t_end=params.t_end).to(device)
+            x = solve(lambda t, x: self.velocity(model, x, t=t), x0, grid, solver=params.solver)
+            log_p = x.clamp_min(0.0).log()
         if params.decode == "argmax":
-            return x.argmax(-1)
-        p = x.clamp_min(0.0)
-        return sample_categorical(p.log(), generator=generator, temperature=params.temperature,
+            return log_p.argmax(-1)
+        return sample_categorical(log_p, generator=generator, temperature=params.temperature,
                                   top_p=params.top_p)
 
     # --- oracle ------------------------------------------------------------------------------

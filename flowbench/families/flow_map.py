@@ -47,6 +47,12 @@ Samplers:
             x <- X_{t_j, t_{j+1}}(x) from x_0 ~ N(0, I); the last jump lands on delta_{t_{k-1},1},
             decoded by argmax or a float64 categorical draw (`decode`). x_0 and the state are
             float32 (the network's input precision), updated in place.
+  randomized  seed 004's randomized sampler (base.randomized_steps) on the anchor: at t_k draw
+            x_1 ~ delta_{t_k,t_k}(x) per position, then x <- I_{t_{k+1}} with fresh noise x_0; the
+            last call's delta is decoded (`decode`, default a draw). nfe calls on a uniform grid
+            to `t_end`. No flow map: it spends NFE as a denoiser-only sampler does, and no error
+            of one step rides along the trajectory, which the euler flow of the same anchor
+            carries to the end.
   euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
             nfe velocity calls (flowbench.families.ode); read-out: argmax of the final state.
             heun and rk4 evaluate b at t_end, so they need t_end < 1.
@@ -91,7 +97,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from flowbench.config import BackboneConfig
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, time_grid
+from flowbench.families.base import (BackboneSpec, Family, Params, SamplerParams, randomized_steps,
+                                     sample_categorical, time_grid)
 from flowbench.families.ode import Solver, solve, steps_for
 from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
@@ -140,6 +147,13 @@ class EulerSamplerParams(SamplerParams):
     t_end: float = Field(1.0, gt=0.0, le=1.0)
 
 
+class RandomizedSamplerParams(SamplerParams):
+    """decode: the last denoiser's output drawn from (default) or its argmax. t_end: last grid time."""
+
+    decode: Literal["sample", "argmax"] = "sample"
+    t_end: float = Field(1.0, gt=0.0, le=1.0)
+
+
 def _batch_times(t, n: int, device) -> torch.Tensor:
     """A float, 0-dim or (n,) time -> float64 (n,)."""
     t = torch.as_tensor(t, dtype=torch.float64, device=device)
@@ -177,7 +191,8 @@ class SoftmaxInput(nn.Module):
 @FAMILIES.register("flow_map")
 class FlowMap(Family):
     Params = FlowMapParams
-    samplers = {"flow_map": FlowMapSamplerParams, "euler": EulerSamplerParams}
+    samplers = {"flow_map": FlowMapSamplerParams, "euler": EulerSamplerParams,
+                "randomized": RandomizedSamplerParams}
     version = 2  # 2: the flow_map sampler state in float32
     # backbone work of one step, in forward + backward passes (a backward counted as two
     # forwards): anchor 1; psd: target 2 forwards without gradient + prediction 1 = 8/3 in all;
@@ -294,6 +309,12 @@ class FlowMap(Family):
         x = torch.randn(n, self.seq_len, self.vocab_size, generator=generator, device=dev)  # x_0 (n, L, V)
         if sampler == "euler":
             return self._sample_euler(model, x.double(), params)
+        if sampler == "randomized":   # the anchor delta_{t,t} only, as a denoiser
+            _, logits = randomized_steps(
+                lambda x_t, t: model(x_t, s=t.expand(n), t=t.expand(n)),
+                lambda x1, t: self.interpolate(x1, t=t.expand(n), generator=generator),
+                x, time_grid(params.nfe, t_end=params.t_end).to(dev), generator=generator)
+            return self._decode(logits, params, generator)
         times = self.grid(params.nfe, power=params.grid_power)                      # float64, on the host
         for j in range(params.nfe):
             s, t = times[j].to(dev).expand(n), times[j + 1].to(dev).expand(n)
@@ -301,6 +322,10 @@ class FlowMap(Family):
             if j + 1 < params.nfe:  # x <- X_{s,t}(x) = a x + (1 - a) delta, in place
                 a = float((1 - times[j + 1]) / (1 - times[j]))
                 x.mul_(a).add_(logits.softmax(-1), alpha=1 - a)
+        return self._decode(logits, params, generator)
+
+    @staticmethod
+    def _decode(logits: torch.Tensor, params: SamplerParams, generator: torch.Generator) -> torch.Tensor:
         if params.decode == "sample":
             return sample_categorical(logits, generator=generator, temperature=params.temperature,
                                       top_p=params.top_p)

@@ -83,7 +83,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, time_grid
+from flowbench.families.base import (BackboneSpec, Family, Params, SamplerParams, randomized_steps,
+                                     sample_categorical, time_grid)
 from flowbench.families.ode import STAGES, solve, steps_for
 from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
@@ -226,14 +227,11 @@ class KLFlow(Family):
                 return (l1_hat - l_t) / (1 - t)
 
             l = solve(velocity, l, grid[: n_ode + 1], solver=params.solver)
-        K = len(grid) - 1
-        for k in range(n_ode, K):
-            last["logp"] = logp = self._denoise(model, l, grid[k])
-            if k + 1 < K:
-                x1 = sample_categorical(logp, generator=generator)  # (n, L)
-                t = grid[k + 1]
-                l = (1 - t) * self.noise((n, self.seq_len), generator=generator) + t * self.target_logits(x1)
-        return l, last["logp"]
+        l, logp = randomized_steps(
+            lambda l_t, t: self._denoise(model, l_t, t),
+            lambda x1, t: (1 - t) * self.noise((n, self.seq_len), generator=generator) + t * self.target_logits(x1),
+            l, grid[n_ode:], generator=generator)
+        return l, last["logp"] if logp is None else logp
 
     # --- oracle --------------------------------------------------------------------------
     def log_likelihood(self, l_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
