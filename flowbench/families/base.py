@@ -199,8 +199,9 @@ class PosteriorInput(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 s: torch.Tensor | None = None, **kw) -> torch.Tensor:
-        with torch.no_grad():
-            post = self.evidence(x, t, s).softmax(-1).to(torch.float32)   # (B, L, V)
+        # no torch.no_grad: x carries no gradient in training, and a gradient in x (steering's
+        # look-ahead) must reach it through the posterior too
+        post = self.evidence(x, t, s).softmax(-1).to(torch.float32)       # (B, L, V)
         return self.net(post, t=t, s=s, **kw)
 
 
@@ -223,9 +224,9 @@ class EvidenceHead(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 s: torch.Tensor | None = None, **kw) -> torch.Tensor:
         out = self.net(x, t=t, s=s, **kw)                                 # (B, L, V)
-        with torch.no_grad():
-            ev = self.evidence(x, t, s)                                   # (B, L, V) float64
-            ev = ev - ev.amax(-1, keepdim=True).clamp_min(-1e30)          # per-position constant
+        # with gradient, as PosteriorInput: a gradient in x includes the evidence term
+        ev = self.evidence(x, t, s)                                       # (B, L, V) float64
+        ev = ev - ev.amax(-1, keepdim=True).detach().clamp_min(-1e30)     # per-position constant
         return out + ev.to(out.dtype)
 
 

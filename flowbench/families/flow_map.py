@@ -169,6 +169,13 @@ def jump(x: torch.Tensor, *, delta: torch.Tensor, s: torch.Tensor, t: torch.Tens
     return a * x + (1 - a) * delta.to(x.dtype)
 
 
+def grid_jump_(x: torch.Tensor, delta: torch.Tensor, times: torch.Tensor, j: int) -> torch.Tensor:
+    """The flow_map sampler's step j in place: x <- X_{t_j, t_{j+1}}(x) = a x + (1 - a) delta,
+    a = (1 - t_{j+1}) / (1 - t_j) a float64 scalar of the grid; x and delta (n, L, V), same dtype."""
+    a = float((1 - times[j + 1]) / (1 - times[j]))
+    return x.mul_(a).add_(delta, alpha=1 - a)
+
+
 class SoftmaxInput(nn.Module):
     """The network: the backbone applied to softmax(kappa_s x_s), kappa_s = 1 + s/(1 - s)^2.
 
@@ -319,9 +326,8 @@ class FlowMap(Family):
         for j in range(params.nfe):
             s, t = times[j].to(dev).expand(n), times[j + 1].to(dev).expand(n)
             logits = model(x, s=s, t=t)                                             # (n, L, V)
-            if j + 1 < params.nfe:  # x <- X_{s,t}(x) = a x + (1 - a) delta, in place
-                a = float((1 - times[j + 1]) / (1 - times[j]))
-                x.mul_(a).add_(logits.softmax(-1), alpha=1 - a)
+            if j + 1 < params.nfe:
+                grid_jump_(x, logits.softmax(-1), times, j)
         return self._decode(logits, params, generator)
 
     @staticmethod

@@ -36,7 +36,7 @@ from typing import Callable, Literal
 
 import torch
 
-from flowbench.families.flow_map import FlowMap, jump
+from flowbench.families.flow_map import FlowMap, grid_jump_, jump
 
 Lookahead = Literal["lookahead", "tangent"]
 
@@ -83,12 +83,11 @@ def guided_sample(family: FlowMap, model, *, n: int, nfe: int, eta: float, rewar
     for j in range(nfe):
         t, s = times[j].expand(n), times[j + 1].expand(n)
         step = float(times[j + 1] - times[j])
-        if method == "lookahead":  # FlowMap.sample's float32 jump, x <- a x + (1 - a) delta
+        if method == "lookahead":  # FlowMap.sample's float32 jump, then the reward's push
             end = torch.ones_like(t) if horizon == 1 else t + horizon * (1 - t)
             grad, x1 = _reward_gradient(model, reward, x, t=t, end=end, lam=lam)
             d = x1 if j == nfe - 1 and horizon == 1 else _delta(model, x, s=t, t=s)
-            a = float((1 - times[j + 1]) / (1 - times[j]))
-            x = x.mul(a).add_(d, alpha=1 - a).add_(grad, alpha=eta * step)
+            x = grid_jump_(x, d, times, j).add_(grad, alpha=eta * step)
         else:
             grad, d = _reward_gradient(model, reward, x, t=t, end=t, lam=lam)
             x = jump(x, delta=d, s=t, t=s) + eta * step * grad

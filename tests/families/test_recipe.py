@@ -106,6 +106,26 @@ def test_evidence_head_with_a_zero_network_is_the_single_position_posterior(name
         assert ce(scale) > best + 0.01, (scale, ce(scale), best)
 
 
+def test_a_gradient_in_the_state_reaches_the_evidence_term():
+    """Steering differentiates delta_{s,t}(x) in x: with a zero network the logits are the
+    evidence t x / (1 - s)^2 alone, so the gradient must be that term's (a head computing the
+    evidence without gradient gives zero)."""
+    cls = FAMILIES.get("flow_map")
+    fam = cls(params=cls.Params(), vocab_size=V, seq_len=L)
+    model = fam.build_model(BackboneConfig(d_model=16, n_layers=1, n_heads=2))
+    torch.nn.init.zeros_(backbone(model).head.weight)
+    torch.nn.init.zeros_(backbone(model).head.bias)
+    x = torch.randn(3, L, V, dtype=torch.float64, generator=gen(2), requires_grad=True)
+    s, t = torch.full((3,), 0.4, dtype=torch.float64), torch.full((3,), 0.8, dtype=torch.float64)
+    w = torch.randn(3, L, V, dtype=torch.float64, generator=gen(3))
+    (model(x, s=s, t=t).softmax(-1) * w).sum().backward()
+    with torch.no_grad():  # the same function of x written out: softmax(s x / (1 - s)^2)
+        p = (0.4 * x / 0.6**2).softmax(-1)
+        want = 0.4 / 0.6**2 * p * (w - (p * w).sum(-1, keepdim=True))
+    assert torch.allclose(x.grad, want, atol=1e-5), (x.grad - want).abs().max()
+    assert want.abs().max() > 0.1
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_evidence_head_off_builds_the_plain_backbone(name):
     cls = FAMILIES.get(name)
