@@ -147,8 +147,9 @@ class ODEParams(SamplerParams):
 class RandomizedParams(SamplerParams):
     """Seed 004's randomized sampler on the Dirichlet path (module docstring)."""
 
-    grid: Literal["warp", "uniform", "cosine", "power"] = "warp"   # as ODEParams.grid
-    grid_power: float = Field(3.0, ge=1.0)
+    # time grid, as ODEParams.grid: warp F^-1(k/n) (the training warp), uniform, cosine, power
+    grid: Literal["warp", "uniform", "cosine", "power"] = "warp"
+    grid_power: float = Field(3.0, ge=1.0)  # power grid t_k = (k / n)^q
     # the last call's mu decoded by a float64 categorical draw or its argmax
     decode: Literal["multinomial", "argmax"] = "multinomial"
 
