@@ -15,6 +15,15 @@ def _cache(tmp_path, monkeypatch):
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """Small tensors: one thread is faster, and the machine is shared (pytestmark usefixtures)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_language():
     """A small instance of the embedded language for oracle checks (short sequences)."""

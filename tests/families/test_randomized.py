@@ -10,12 +10,7 @@ from flowbench.families.flow_map import FlowMap, FlowMapParams, RandomizedSample
 from flowbench.runner import CallCounter
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_each_step_reads_the_path_redrawn_at_the_next_time():

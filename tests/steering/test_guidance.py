@@ -8,12 +8,7 @@ from flowbench.steering.rewards import TopicReward
 from flowbench.steering.target import TiltedTarget
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def family(lang):
