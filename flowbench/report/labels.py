@@ -32,7 +32,8 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     df[list(SWEEP_COLUMNS)] = df[list(SWEEP_COLUMNS)].apply(pd.to_numeric, errors="coerce")
     if df["supersedes"].notna().any():  # rows of an older family/corpus/judge version: only the newest count
         df = df[~df["row_key"].isin(df["supersedes"].dropna())].reset_index(drop=True)
-    df["config"] = df["family"] + _varied(df, "family_params") + "/" + df["sampler"] + _varied(df, "sampler_params")
+    df["config"] = (df["family"] + _varied(df, "family_params", by=["family"]) + "/" + df["sampler"]
+                    + _varied(df, "sampler_params", by=["family", "sampler"]))
     for col in SWEEP_COLUMNS:  # a knob at its default (temperature 1, top_p 1) goes unnamed
         default = TEMPERING_DEFAULTS.get(col)
         df["config"] += df[col].map(lambda v, c=col, d=default: f" {c}={v:g}" if pd.notna(v) and v != d else "")
@@ -50,15 +51,17 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _varied(df: pd.DataFrame, column: str) -> pd.Series:
-    """' key=value' for the keys of a JSON column that differ between rows of one family."""
+def _varied(df: pd.DataFrame, column: str, *, by: list[str]) -> pd.Series:
+    """' key=value' for the keys of a JSON column that differ between rows of one `by` group (a
+    family's parameters within the family, a sampler's within the family's sampler), each row
+    naming only the keys it has."""
     params = df[column].astype(object).where(df[column].notna(), "{}").map(lambda p: json.loads(p or "{}"))
     out = pd.Series("", index=df.index)
-    for _, idx in df.groupby("family").groups.items():
+    for _, idx in df.groupby(by).groups.items():
         rows = params.loc[idx]
         keys = sorted({k for p in rows for k in p if k not in SWEEP_COLUMNS})
         varying = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in rows}) > 1]
-        out.loc[idx] = rows.map(lambda p: "".join(f" {k}={_short(p.get(k))}" for k in varying))
+        out.loc[idx] = rows.map(lambda p: "".join(f" {k}={_short(p[k])}" for k in varying if k in p))
     return out
 
 
