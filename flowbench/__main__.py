@@ -147,7 +147,7 @@ def _list(*, verbose: bool, registries) -> int:
 def _steer(args) -> int:
     from flowbench.config import SuiteError
     from flowbench.registry import RegistryError
-    from flowbench.steering.report import summary
+    from flowbench.steering.report import summary, write_table
     from flowbench.steering.run import run_steering
     from flowbench.trainer import CheckpointError
 
@@ -156,6 +156,7 @@ def _steer(args) -> int:
     except (SuiteError, RegistryError, CheckpointError) as err:
         print(f"flowbench: error: {err}", file=sys.stderr)
         return 2
+    write_table(csv_path)
     print(summary(csv_path))
     return 0
 

@@ -56,6 +56,8 @@ def test_steer_command_writes_every_row_once(tmp_path, capsys):
     budget = {r["method"]: int(r["passes"]) for r in rows if r["denoiser"] == "trained"}
     assert budget["best_of_n"] >= 7 and budget["tangent"] >= 7   # lookahead at nfe 2: 7 passes
     assert len({r["row_key"] for r in rows}) == len(rows)
+    table = (out / "table.md").read_text().splitlines()  # what a person reads: a line per row
+    assert table[0].startswith("| denoiser") and len(table) == 2 + len(rows)
     # a second run resumes: nothing recomputed, nothing duplicated
     assert main(["steer", str(suite), "--out", str(out), "--no-progress"]) == 0
     with (out / "leaderboard.csv").open() as f:
