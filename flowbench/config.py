@@ -57,12 +57,27 @@ class TrainConfig(Frozen):
     warmup_steps: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     ema: float = Field(0.0, ge=0.0, lt=1.0)  # 0 disables the EMA copy
+    # learning rate after the warmup: cosine decay to 0 over the budget; constant (MDLM's and
+    # DUO's `constant_warmup`); wsd: constant, then a cosine decay over the last `decay_fraction`
+    schedule: Literal["cosine", "constant", "wsd"] = "cosine"
+    decay_fraction: float = Field(0.2, gt=0.0, le=1.0)
     eval_every: PositiveInt = 250
     val_sequences: PositiveInt = 512
     train_sequences: PositiveInt | None = None  # None: the corpus's whole split, or one pass of the budget
     checkpoint_every: PositiveInt = 500
     # auto: bf16 autocast on CUDA, fp32 on the CPU; bf16 on the CPU runs the same paths slowly
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    def key_fields(self) -> dict:
+        """The fields that decide the trained weights: all but `precision` (resolved per device
+        by the caller), and the schedule's fields only where they differ from the cosine default,
+        so the keys of models trained before the schedule was a choice stay valid."""
+        out = self.model_dump(exclude={"precision"})
+        if self.schedule == "cosine":
+            del out["schedule"], out["decay_fraction"]
+        elif self.schedule == "constant":
+            del out["decay_fraction"]
+        return out
 
     def total_steps(self, seq_len: int, *, cost: float = 1.0) -> int:
         """Optimiser steps of this budget for a family whose step costs `cost` passes."""

@@ -51,7 +51,7 @@ class ModelSpec:
         one, and a generator state saved on one device cannot resume on another."""
         versions = {c: (older or {}).get(c, v) for c, (_, v) in self.components().items()}
         return {"family": self.family, "params": self.params.model_dump(),
-                "train": self.train.model_dump(exclude={"precision"}),
+                "train": self.train.key_fields(),
                 "backbone": self.suite.backbone.model_dump(), "corpus": self.suite.corpus.model_dump(),
                 "seed": self.seed, "device": self.device, "precision": self.precision,
                 **key_fields(versions)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_wsd_schedule
 
 from flowbench.config import TrainConfig
 
@@ -123,6 +123,17 @@ def validation_loss(family, model, val: torch.Tensor, *, batch_size: int, device
     return total / count
 
 
+def lr_schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
+    """Linear warmup over `warmup_steps`, then `config.schedule` (TrainConfig) to step `total`."""
+    warmup = min(config.warmup_steps, total)
+    if config.schedule == "constant":
+        return get_constant_schedule_with_warmup(opt, warmup)
+    if config.schedule == "wsd":
+        decay = max(1, round(config.decay_fraction * total))
+        return get_wsd_schedule(opt, warmup, decay, num_stable_steps=max(0, total - warmup - decay))
+    return get_cosine_schedule_with_warmup(opt, warmup, total)
+
+
 def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tensor,
           config: TrainConfig, seed: int, checkpoint: Path, meta: dict, device: torch.device,
           progress: bool = True, position: int = 0) -> dict:
@@ -142,7 +153,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                             betas=(0.9, 0.98))
-    sched = get_cosine_schedule_with_warmup(opt, min(config.warmup_steps, total), total)
+    sched = lr_schedule(opt, config, total)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
            if config.ema > 0 else None)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1 + 7919 * rank)  # own noise per slice
