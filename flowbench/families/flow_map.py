@@ -180,9 +180,13 @@ class ConsistencySamplerParams(SamplerParams):
     t_first to t_last. read: the intermediate endpoints taken as the argmax of delta_{t_j,1}
     (default) or drawn from it; decode: the last endpoint's argmax (default) or a draw."""
 
+    # the first re-noised grid time (the only one at nfe = 2)
     t_first: float = Field(0.6, gt=0.0, lt=1.0)
+    # the last grid time; t_first..t_last hold nfe - 1 evenly spaced times
     t_last: float = Field(0.8, gt=0.0, lt=1.0)
+    # each intermediate endpoint: argmax of delta_{t_j,1} or a draw from it
     read: Literal["argmax", "sample"] = "argmax"
+    # the last endpoint: its argmax or a draw from it
     decode: Literal["argmax", "sample"] = "argmax"
 
     @model_validator(mode="after")
