@@ -79,11 +79,12 @@ NFE 1 / 2 / 4 / 8 / 16 / 32 with the defaults:
     which closed most of mdlm's gap, leave this one: it is learning error in the band.
 
 Recipe (suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge;
-mdlm at the same budget: 402 at NFE 64), gen PPL at NFE 16 / 64: velocity head 7824 / 8383;
-denoiser head 11782 / 11461; denoiser + evidence head 11382 / 11029 (val CE 2.43 -> 1.87);
-denoiser + evidence + self_cond 0.5 9553 / 8590 (750 steps at equal compute); velocity head +
-posterior input 10457 / 10224; denoiser + evidence head + posterior input 6068 / 5387 (val CE
-1.77): the defaults. Raw Pi_t buries the token in coordinates of order 1/V that the linear
+mdlm at the same budget: 368 at NFE 64), gen PPL ode at NFE 16 / 64, randomized at 64: defaults
+(denoiser head, evidence head, posterior input, logit warp) 6069 / 5387 / 5298 (val CE 1.766);
+without the posterior input 11347 / 11068 / 10862 (1.872); without the evidence head 10196 / 9732
+/ 8072 (2.007); uniform training times 9786 / 21317 / 10883; self_cond 0.5 added 7168 / 6070 /
+5374 (750 steps at equal compute); the seed's recipe (velocity head, raw Pi_t, uniform times)
+10731 / 12421. Raw Pi_t buries the token in coordinates of order 1/V that the linear
 embedding barely separates, so the network could not read its neighbours in the band where
 tokens are decided; the posterior input (base.PosteriorInput) hands it each position's
 single-site posterior. The time warp above is this family's band-focused time sampling.

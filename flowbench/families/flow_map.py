@@ -85,9 +85,12 @@ identity to rounding when (u - s) and (t - u) are multiples of 1/steps_per_unit.
 
 Recipe (defaults set by measurement; README "Recipe ingredients"). `evidence_head` on: logits =
 network + t x_s / (1 - s)^2 at the state's time s, so delta_{s,s} with a zero network is the
-single-position posterior. gen PPL (entropy) at NFE 1 / 4 / 16 (suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge; mdlm at the same budget: 402 at NFE 64, 375 steps at 8/3 passes a
-step): plain 33437 (1.62) / 70314 (0.29: collapsed) / 29917 (1.20); evidence head 10000 (2.79) /
-10060 (3.16) / 10930 (3.22).
+single-position posterior. gen PPL (entropy) at NFE 1 / 4 / 16 and randomized 64
+(suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge; mdlm at
+the same budget: 368 at NFE 64): defaults 61827 (0.00: the NFE-1 map, distilled for only half the
+budget, still collapses) / 6470 (3.01) / 6845 (3.10) / 6807; without the evidence head 11624 /
+12387 / 11659 / 7940; without the softmax input 27502 (0.39) / 8680 / 8802 / 8551; distilled from
+the first step (distill_start 0) 11171 / 12342 / 11243 / 11008.
 `precondition: softmax` and `distill_start: 0.5` (defaults): with the raw Gaussian input and
 distillation from the first step the anchor never learnt context: cross-entropy of delta_{t,t}
 on validation data at t = 0.7 / 0.8, 500 to 8000 passes alike, 2.52 / 0.405 against 2.48 / 0.39

@@ -67,9 +67,11 @@ scaling the simplex input by V changed nothing; drawing half of each batch's tim
 Recipe (defaults set by measurement; README "Recipe ingredients"). `evidence_head` (logits =
 network + ev above, base.EvidenceHead) and `time` = U[0, 0.4] (KL-Flow's `max_t`: tokens are
 decided by t ~ 0.3 at beta = 0.01, V = 256); the samplers then run on [0, 0.4] and decode the
-denoiser there (`t_end` None). gen PPL at NFE 64 (suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge; mdlm at the same budget: 402 at NFE 64):
-plain 8169; t in [0, 0.4] 7394; both 4061; both + self_cond 0.5 5386 (750 steps at equal
-compute). Where it still lags, cross-entropy per t on validation data, both ingredients, 1000
+denoiser there (`t_end` None). gen PPL ode / randomized at NFE 64 (suites/recipe_ablation.yaml:
+L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge; mdlm at the same budget: 368 at NFE
+64): plain 8721 / 7585; t in [0, 0.4] only 7247 / 6218; evidence head only 9128 / 8995; both (the
+defaults) 6760 / 6011. An earlier run put both + self_cond 0.5 at 5386 against 4061 for both
+(750 steps at equal compute). Where it still lags, cross-entropy per t on validation data, both ingredients, 1000
 steps: t = 0.10 exact 3.77 / context-free (unigram x evidence) 4.30 / network 4.20; t = 0.15
 2.10 / 3.41 / 3.12; t = 0.20 0.82 / 2.20 / 1.69: the network has learnt a fraction of what
 context is worth in the band.
