@@ -200,9 +200,7 @@ class ConsistencySamplerParams(SamplerParams):
 
     def times(self) -> torch.Tensor:
         """The nfe read times, float64: (nfe,)."""
-        later = torch.linspace(self.t_first, self.t_last, self.nfe - 1, dtype=torch.float64)
-        if self.nfe == 2:
-            later = torch.tensor([self.t_first], dtype=torch.float64)
+        later = torch.linspace(self.t_first, self.t_last, self.nfe - 1, dtype=torch.float64)  # [t_first] at nfe 2
         return torch.cat([torch.zeros(1, dtype=torch.float64), later])
 
 
