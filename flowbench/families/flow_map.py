@@ -66,6 +66,10 @@ Samplers:
             0.7 170 (2.53) / 107 (2.67) / 77 (2.87); the flow_map sampler scores 353 / 472 at NFE
             2 / 4. The argmax read trades entropy for gen PPL (a draw at NFE 4: 358, entropy 3.05);
             reads at t >= 0.8 leave the sample unchanged (the map's endpoint is settled there).
+            Nucleus reads (`read: sample`, `read_top_p`) move that frontier: at NFE 4, t_first 0.7,
+            top_p 0.3 / 0.4 score 130 (2.83) / 143 (2.90) (mean of 3 seeds), 0.5 154 (2.95; 2
+            seeds), against 182 at entropy 2.90 for argmax reads on the best grid; a draw at
+            temperature 0.5 scores 146 (2.90). The last decode barely matters: the endpoint is settled at t_last.
   euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
             nfe velocity calls (flowbench.families.ode); read-out: argmax of the final state.
             heun and rk4 evaluate b at t_end, so they need t_end < 1.
@@ -181,7 +185,8 @@ class RandomizedSamplerParams(SamplerParams):
 class ConsistencySamplerParams(SamplerParams):
     """Multistep consistency sampling (module docstring): t_0 = 0, then nfe - 1 times evenly from
     t_first to t_last. read: the intermediate endpoints taken as the argmax of delta_{t_j,1}
-    (default) or drawn from it; decode: the last endpoint's argmax (default) or a draw."""
+    (default) or drawn from it (from its nucleus of mass read_top_p); decode: the last endpoint's
+    argmax (default) or a draw."""
 
     # the first re-noised grid time (the only one at nfe = 2)
     t_first: float = Field(0.6, gt=0.0, lt=1.0)
@@ -189,6 +194,9 @@ class ConsistencySamplerParams(SamplerParams):
     t_last: float = Field(0.8, gt=0.0, lt=1.0)
     # each intermediate endpoint: argmax of delta_{t_j,1} or a draw from it
     read: Literal["argmax", "sample"] = "argmax"
+    # read = sample: draw from the nucleus of mass read_top_p (arXiv 1904.09751); between the
+    # argmax read (top_p -> 0) and a full draw (1) it trades gen PPL for entropy
+    read_top_p: float = Field(1.0, gt=0.0, le=1.0)
     # the last endpoint: its argmax or a draw from it
     decode: Literal["argmax", "sample"] = "argmax"
 
@@ -196,6 +204,9 @@ class ConsistencySamplerParams(SamplerParams):
     def _ordered(self):
         if self.t_first > self.t_last:
             raise ValueError(f"consistency sampler needs t_first <= t_last (got {self.t_first} > {self.t_last})")
+        if self.read == "argmax" and self.read_top_p < 1.0:
+            raise ValueError("consistency sampler: read_top_p cuts the draws of read='sample'; "
+                             "with read='argmax' there is no draw to cut")
         return self
 
     def times(self) -> torch.Tensor:
@@ -397,7 +408,7 @@ class FlowMap(Family):
             logits = model(x, s=times[j].expand(n), t=one)                          # delta_{t_j,1} (n, L, V)
             if j + 1 < params.nfe:
                 x1 = (logits.argmax(-1) if params.read == "argmax"
-                      else sample_categorical(logits, generator=generator))           # (n, L)
+                      else sample_categorical(logits, generator=generator, top_p=params.read_top_p))  # (n, L)
                 x = self.interpolate(x1, t=times[j + 1].expand(n), generator=generator)
         return self._decode(logits, params, generator)
 

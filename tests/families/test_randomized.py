@@ -108,3 +108,35 @@ def test_consistency_sampler_grid_is_validated():
     assert ConsistencySamplerParams(nfe=1).times().tolist() == [0.0]
     with pytest.raises(ValueError, match="t_first <= t_last"):
         ConsistencySamplerParams(nfe=4, t_first=0.9, t_last=0.5)
+
+
+def test_consistency_sampler_nucleus_read_draws_only_the_nucleus():
+    """read='sample' with read_top_p draws each intermediate endpoint from the nucleus of
+    delta_{t_j,1}: with masses 0.5 / 0.3 / 0.2 spread over the rest, read_top_p 0.6 keeps the first
+    two tokens in the ratio 5 : 3; a full draw (read_top_p 1) also reads the rest. The read is seen
+    in the next state I_{0.99} = 0.01 x_0' + 0.99 e_{x_1}, whose argmax it is."""
+    from flowbench.families.flow_map import ConsistencySamplerParams
+    V, L, n = 16, 4, 2000
+    fam = FlowMap(params=FlowMapParams(), vocab_size=V, seq_len=L)
+    probs = torch.full((V,), 0.2 / (V - 2))
+    probs[0], probs[1] = 0.5, 0.3
+    seen = []
+
+    def model(x, s, t):
+        if float(s[0]) > 0:
+            seen.append(x.argmax(-1))
+        return probs.log().expand(x.shape[0], L, V).clone()
+
+    def reads(top_p):
+        seen.clear()
+        params = ConsistencySamplerParams(nfe=2, t_first=0.99, t_last=0.99, read="sample", read_top_p=top_p)
+        fam.sample(model, n=n, sampler="consistency", params=params, generator=torch.Generator().manual_seed(0))
+        return seen[0].flatten()
+
+    cut = reads(0.6)
+    assert set(cut.unique().tolist()) == {0, 1}
+    assert (cut == 0).double().mean().item() == pytest.approx(0.5 / 0.8, abs=0.02)
+    full = reads(1.0)
+    assert (full > 1).double().mean().item() == pytest.approx(0.2, abs=0.02)
+    with pytest.raises(ValueError, match="read_top_p"):
+        ConsistencySamplerParams(nfe=2, read_top_p=0.5)
