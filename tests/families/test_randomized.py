@@ -57,10 +57,12 @@ def test_oracle_randomized_sampler_reproduces_the_language(tiny_language, name):
         params = DirichletRandomized
     h, _ = tiny_language.entropy_rate()
     # measured (n = 600): NFE 24 / 48 / 96 / 192 at h + 0.39 / 0.20 / 0.08 / 0.05 (flow_map),
-    # h + 0.43 / 0.20 / 0.07 / 0.05 (dirichlet_flow): each step draws the positions independently
+    # h + 0.43 / 0.20 / 0.07 / 0.05 (dirichlet_flow, the warp t_mid 1/V, s 1; its band-focused
+    # default grid is within 0.09 of NFE 96 at NFE 24): each step draws the positions independently
     fine = _nll(tiny_language, fam, params(nfe=96), n=600)
     assert fine == pytest.approx(h, abs=0.15)
-    assert _nll(tiny_language, fam, params(nfe=24), n=600) > fine + 0.15
+    coarse = 24 if name == "flow_map" else 6
+    assert _nll(tiny_language, fam, params(nfe=coarse), n=600) > fine + 0.15
     assert _nll(tiny_language, fam, params(nfe=1), n=300) > h + 1.0
 
 

@@ -74,7 +74,7 @@ def draws(name, fam, x1, t):
 CASES = {  # family: (params, model time) where a token is neither hopeless nor decided
     "kl_flow": ({}, 0.1),
     "dfm": ({"source": "uniform"}, 0.3),
-    "dirichlet_flow": ({"head": "denoiser"}, 0.3),  # the model time u = F(t), t near 1/V
+    "dirichlet_flow": ({"head": "denoiser", "warp_center": None, "warp_spread": 1.0}, 0.3),  # u = F(t): t near 1/V (V = 8)
     "flow_map": ({}, 0.55),
 }
 
