@@ -43,11 +43,12 @@ Other grids: uniform k/n, cosine 1 - cos(pi k / 2n), power (k/n)^q.
 Sampler `randomized` (seed 004_*.txt, section 2.3; base.randomized_steps), denoiser head only: at
 grid time t_k draw z ~ mu_theta(Pi_{t_k}) per position, then Pi_{t_{k+1}} = (1 - t) Pi_0' + t z
 with a fresh prior draw Pi_0'; the last call's mu is decoded. NFE = grid steps (grid as `ode`).
-At 8000 passes (nfe_sweep) it scores 1256 / 693 / 506 at NFE 16 / 64 / 256 against the ode
-sampler's 1260 / 974 (963 midpoint at 32): a step restarts from a path sample, so the network's
-error is not carried along the trajectory, but the denoiser still captures only 0.35 / 0.45 /
-0.63 of what context is worth at t = 1e-3 / 2e-3 / 3e-3 (validation cross-entropy between the
-context-free posterior, unigram x evidence, and the exact one).
+At 8000 passes (nfe_sweep, band-focused warp below) it scores 215 / 86.8 / 50.1 at NFE 16 / 64 /
+256 against the ode sampler's 304 / 255 (245 midpoint at 32): a step restarts from a path
+sample, so the network's error is not carried along the trajectory. (With the earlier warp,
+1256 / 693 / 506 against 1260 / 974, its denoiser captured 0.35 / 0.45 / 0.63 of what context
+is worth at t = 1e-3 / 2e-3 / 3e-3: validation cross-entropy between the context-free
+posterior, unigram x evidence, and the exact one.)
 
 Sampler `ode`: fixed-grid solve of dPi/dt = v(Pi, t) from Pi_0 (float64 state) with
 flowbench.families.ode; NFE = backbone calls (rk4 spends 4 per step). `decode` reads the final Pi
