@@ -97,7 +97,8 @@ at each t: 0.03 / 0.11 / 0.28 / 0.65 / 1.16 / 1.33 / 0.57 / 0.02 nats at t = 1e-
 times in t = 1e-3 .. 5e-3 and 40% above 6e-3, where the evidence alone decides. At 8000 passes
 (nfe_sweep's budget, one seed), gen PPL randomized 256 / randomized 64 / ode 64: t_mid 1/V, s 1:
 506 / 693 / 974; t_mid 2.5e-3, s 0.5 (66% in the band): 1277 / 1328 / 1716 (its loss turned only
-after 7000 steps); t_mid 2.5e-3, s 0.3 (87%): 50.1 / 86.8 / 255 (mdlm at NFE 64: 27.5). The
+after 7000 steps); t_mid 2.5e-3, s 0.3 (87%): 50.1 / 86.8 / 255 (mdlm at NFE 64: 27.5; seed 1:
+44.7 / 70.1 / 205, mdlm 25.7). The
 turn itself stays abrupt (training loss flat until about 4000 steps, then falling): its step
 moves with the learning-rate schedule and the warp (a constant learning rate with EMA 0.999
 turned later than cosine and scored 384 / 686 / 1079 with the old warp).
