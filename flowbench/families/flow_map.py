@@ -68,8 +68,10 @@ Samplers:
             reads at t >= 0.8 leave the sample unchanged (the map's endpoint is settled there).
             Nucleus reads (`read: sample`, `read_top_p`) move that frontier: at NFE 4, t_first 0.7,
             top_p 0.3 / 0.4 score 130 (2.83) / 143 (2.90) (mean of 3 seeds), 0.5 154 (2.95; 2
-            seeds), against 182 at entropy 2.90 for argmax reads on the best grid; a draw at
-            temperature 0.5 scores 146 (2.90). The last decode barely matters: the endpoint is settled at t_last.
+            seeds), against 182 at entropy 2.90 for argmax reads on the best grid (a probe drawing
+            at temperature 0.5 instead, not a parameter: 146 at 2.90). nfe_sweep's rows: top_p 0.4
+            149 (2.89) at NFE 4, 93.1 (2.95) at NFE 8. The last decode barely matters: the endpoint
+            is settled at t_last.
   euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
             nfe velocity calls (flowbench.families.ode); read-out: argmax of the final state.
             heun and rk4 evaluate b at t_end, so they need t_end < 1.
