@@ -8,6 +8,7 @@ hash of exactly the fields that affect training; rows go to <out>/leaderboard.cs
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -24,7 +25,9 @@ from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
 from flowbench.metrics import score_samples
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
 from flowbench.registry import FAMILIES, JUDGES, METRICS
-from flowbench.trainer import load_checkpoint, precision_context, resolve_device, train
+from flowbench.launch.collect import model_lock
+from flowbench.trainer import (distributed_rank, load_checkpoint, precision_context, resolve_device,
+                               train)
 from flowbench.versions import find_superseded
 
 
@@ -64,11 +67,13 @@ def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 
     model = family.build_model(suite.backbone)
     n_train = spec.train.train_sequences or corpus.available("train") or min(
         spec.train.total_steps(corpus.seq_len, cost=family.train_cost) * spec.train.batch_size, 200_000)
-    state = train(family=family, model=model, train_data=corpus.split("train", n_train),
-                  val_data=corpus.split("validation", spec.train.val_sequences), config=spec.train,
-                  seed=spec.seed, checkpoint=checkpoint_path(spec),
-                  meta={"label": spec.label, **spec.identity()},
-                  device=resolve_device(suite.eval.device), progress=progress, position=position)
+    ckpt = checkpoint_path(spec)
+    # one trainer per model across processes; DDP ranks > 0 follow rank 0 and take no lock
+    with (model_lock(ckpt) if distributed_rank()[0] == 0 else contextlib.nullcontext()):
+        state = train(family=family, model=model, train_data=corpus.split("train", n_train),
+                      val_data=corpus.split("validation", spec.train.val_sequences), config=spec.train,
+                      seed=spec.seed, checkpoint=ckpt, meta={"label": spec.label, **spec.identity()},
+                      device=resolve_device(suite.eval.device), progress=progress, position=position)
     return {"step": state["step"], "train_tokens": state["train_tokens"]}
 
 

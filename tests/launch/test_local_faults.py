@@ -1,18 +1,23 @@
 """A local run killed with SIGKILL anywhere and started again ends with the leaderboard of an
 uninterrupted run: every point exactly once, the same metrics. Two runs on one folder: the
-second refuses in one line naming the lock."""
+second refuses in one line naming the lock. Two runs sharing a model train it once."""
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import yaml
 
 from flowbench.__main__ import main
-from flowbench.launch.collect import run_lock
-from flowbench.runner import run_suite
+from flowbench.config import load_suite
+from flowbench.launch.collect import model_lock, run_lock
+from flowbench.plan import plan
+from flowbench.runner import checkpoint_path, load_checkpoint, run_suite, train_model
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
 SUITE = {
@@ -80,3 +85,28 @@ def test_a_second_run_on_the_same_folder_refuses_naming_the_lock(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(out / ".run.lock") in err and str(os.getpid()) in err
     assert not (tmp_path / "cache" / "models").exists()  # nothing trained
+
+
+def test_a_model_in_training_elsewhere_is_waited_for_not_trained_twice(tmp_path, capsys, monkeypatch):
+    suite = tmp_path / "faults.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    spec = next(p.model for p in plan(load_suite(suite)) if p.denoiser == "trained")
+    monkeypatch.setenv("FLOWBENCH_CACHE", str(tmp_path / "elsewhere"))
+    other = train_model(spec, progress=False)  # what the other run will have written
+    finished = checkpoint_path(spec)
+    monkeypatch.setenv("FLOWBENCH_CACHE", str(tmp_path / "cache"))
+    ckpt = checkpoint_path(spec)
+    done = {}
+    with model_lock(ckpt):  # as another run training this model holds it
+        second = threading.Thread(target=lambda: done.update(train_model(spec, progress=False)))
+        second.start()
+        deadline = time.monotonic() + 60
+        while "waiting" not in (said := capsys.readouterr().out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"{spec.label}: being trained by pid {os.getpid()}; waiting" in said
+        assert second.is_alive() and not ckpt.exists()  # it has not started a second training
+        shutil.copy(finished, ckpt)  # the other run's final checkpoint
+        stamp = ckpt.stat().st_mtime_ns
+    second.join(timeout=120)
+    assert not second.is_alive() and done == other
+    assert ckpt.stat().st_mtime_ns == stamp  # found done, not trained again
