@@ -57,7 +57,8 @@ def _varied(df: pd.DataFrame, column: str, *, by: list[str]) -> pd.Series:
     naming only the keys it has."""
     params = df[column].astype(object).where(df[column].notna(), "{}").map(lambda p: json.loads(p or "{}"))
     out = pd.Series("", index=df.index)
-    for _, idx in df.groupby(by).groups.items():
+    for _, group in df.groupby(by):
+        idx = group.index
         rows = params.loc[idx]
         keys = sorted({k for p in rows for k in p if k not in SWEEP_COLUMNS})
         varying = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in rows}) > 1]
