@@ -70,8 +70,13 @@ Samplers:
             top_p 0.3 / 0.4 score 130 (2.83) / 143 (2.90) (mean of 3 seeds), 0.5 154 (2.95; 2
             seeds), against 182 at entropy 2.90 for argmax reads on the best grid (a probe drawing
             at temperature 0.5 instead, not a parameter: 146 at 2.90). nfe_sweep's rows: top_p 0.4
-            149 (2.89) at NFE 4, 93.1 (2.95) at NFE 8. The last decode barely matters: the endpoint
-            is settled at t_last.
+            149 (2.89) at NFE 4, 93.1 (2.95) at NFE 8. Reads packed closer (t_first 0.7, t_last
+            0.75) move it further: at NFE 4, top_p 0.4 132.1 (2.915), mean of 8 sampling seeds
+            (per seed 124-141, entropy 2.900-2.927; nfe_sweep's row, seed 0: 139.5 (2.910)),
+            against 140.8 (2.892) with t_last 0.8; top_p 0.35 126.3 (2.900, 3 seeds; the row 134.9
+            (2.898)); t_last 0.85 or t_first 0.75 read later and lose (164 / 196), t_first 0.65 or
+            all three at 0.7 lose entropy's worth in gen PPL (153 at 2.95 / 182). The last decode
+            barely matters: the endpoint is settled at t_last.
   euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
             nfe velocity calls (flowbench.families.ode); read-out: argmax of the final state.
             heun and rk4 evaluate b at t_end, so they need t_end < 1.
