@@ -21,11 +21,11 @@ import torch
 
 from flowbench.backbone import count_params
 from flowbench.config import Suite, config_hash, load_suite
+from flowbench.launch.collect import model_lock
 from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
 from flowbench.metrics import score_samples
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
 from flowbench.registry import FAMILIES, JUDGES, METRICS
-from flowbench.launch.collect import model_lock
 from flowbench.trainer import (distributed_rank, load_checkpoint, precision_context, resolve_device,
                                train)
 from flowbench.versions import find_superseded
