@@ -89,9 +89,9 @@ without the posterior input 11347 / 11068 / 10862 (1.872); without the evidence 
 warp (the defaults now): defaults 4863 / 4758 / 4437; without the posterior input 11233 / 11031 /
 10472; without the evidence head 7533 / 7239 / 4593; self_cond 0.5 added 5126 / 4690 / 3912 (it
 now pays its extra forward; at 8000 passes it is untried). Raw Pi_t buries the token in
-coordinates of order 1/V that the linear embedding barely separates, so the network could not read its neighbours in the band where
-tokens are decided; the posterior input (base.PosteriorInput) hands it each position's
-single-site posterior. The time warp above is this family's band-focused time sampling.
+coordinates of order 1/V that the linear embedding barely separates, so the network could not
+read its neighbours in the band where tokens are decided; the posterior input
+(base.PosteriorInput) hands it each position's single-site posterior. The time warp above is this family's band-focused time sampling.
 
 Band focus (warp_center 2.5e-3, warp_spread 0.3, set by measurement). Validation cross-entropy
 of the exact posterior against the context-free one (unigram x evidence), what context is worth

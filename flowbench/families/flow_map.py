@@ -118,9 +118,10 @@ of context captured at t = 0.5 / 0.6 / 0.7 / 0.8 from 0.04 / 0.15 / 0.35 / 0.45 
 4673 -> 4536; both before the turn), and at 8000 passes (nfe_sweep's budget, seed 0) it is worse
 everywhere: randomized 256 100 against 62.6, consistency NFE 4 (t_first 0.7, top_p 0.4) 219 (2.90)
 against 149 (2.89), the NFE-1 map 452 against 265. At 8000 passes (nfe_sweep) the anchor
-captures 0.50 / 0.52 / 0.70 / 0.88 with uniform times; the euler flow of that anchor scores 325 at NFE 32 and its
-randomized sampler 128 / 89 / 63 at NFE 64 / 128 / 256: the deterministic flow (and the flow
-map distilled from it) carries each step's error to the end, which bounds the few-step samplers.
+captures 0.50 / 0.52 / 0.70 / 0.88 with uniform times; the euler flow of that anchor scores 325
+at NFE 32 and its randomized sampler 128 / 89 / 63 at NFE 64 / 128 / 256: the deterministic flow
+(and the flow map distilled from it) carries each step's error to the end, which bounds the
+few-step samplers.
 `end_prob` stays 0.25: 0.5 (more semigroup batches on the maps to t = 1, the ones the few-step
 samplers read) scored worse at 8000 passes, seed 0: consistency NFE 4 (t_first 0.7, argmax reads)
 130 (2.70) against 109 (2.66), the NFE-1 map 322 against 265, and randomized 256 78 against 63
