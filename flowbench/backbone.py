@@ -57,13 +57,13 @@ def rotary_tables(seq_len: int, head_dim: int, *, device, base: float = 10_000.0
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs (x_2j, x_2j+1) of x (B, H, L, Dh) by the position's angle:
+    """Rotate consecutive pairs (x_2j, x_2j+1) of x (..., L, Dh) by the position's angle:
     (x_2j cos - x_2j+1 sin, x_2j+1 cos + x_2j sin) = x cos + (-x_2j+1, x_2j) sin.
 
     On a contiguous copy of x: q and k arrive as strided views of the fused qkv projection, and
     elementwise products over that layout cost about 4x more on the CPU (the bench)."""
     x = x.contiguous()
-    turned = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)   # (B, H, L, Dh)
+    turned = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)   # (..., L, Dh)
     return x * cos.to(x.dtype) + turned * sin.to(x.dtype)
 
 
@@ -95,9 +95,10 @@ class Block(nn.Module):
             shift1 = scale1 = shift2 = scale2 = 0.0
             gate1 = gate2 = 1.0
         h = self.ln1(x) * (1 + scale1) + shift1
-        q, k, v = self.qkv(h).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(h).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv                                                     # (B, H, L, D/H) each
         if rope is not None:
-            q, k = rotate(q, *rope), rotate(k, *rope)
+            q, k = rotate(qkv[:2], *rope)                                 # q and k in one pass
         h = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, L, D/H)
         x = x + gate1 * self.dropout(self.proj(h.transpose(1, 2).reshape(B, L, D)))
         h = self.ln2(x) * (1 + scale2) + shift2
