@@ -27,12 +27,17 @@ from flowbench.config import BackboneConfig
 from flowbench.families.base import BackboneSpec
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding of t in [0, 1]: (B,) -> (B, dim)."""
+def timestep_frequencies(dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """The dim / 2 frequencies of the sinusoidal time embedding: (dim / 2,) float32."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
-    args = 1000.0 * t.float()[:, None] * freqs[None]  # scale so that [0, 1] spans many periods
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return torch.exp(-math.log(max_period) * torch.arange(half) / half)
+
+
+def timestep_embedding(times: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Sinusoidal embedding of each time in [0, 1], [cos, sin] per time: (K, B) -> (B, K * 2 freqs)."""
+    args = 1000.0 * times.float()[..., None] * freqs  # (K, B, F); scaled so [0, 1] spans many periods
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)                   # (K, B, 2F)
+    return emb.transpose(0, 1).flatten(1)
 
 
 class TimeEmbedding(nn.Module):
@@ -41,11 +46,12 @@ class TimeEmbedding(nn.Module):
     def __init__(self, d_model: int, n_times: int):
         super().__init__()
         self.freq_dim = 128
+        self.register_buffer("freqs", timestep_frequencies(self.freq_dim), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(n_times * self.freq_dim, d_model), nn.SiLU(),
                                  nn.Linear(d_model, d_model))
 
     def forward(self, *times: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([timestep_embedding(t, self.freq_dim) for t in times], dim=-1))
+        return self.mlp(timestep_embedding(torch.stack([t.float() for t in times]), self.freqs))
 
 
 def rotary_tables(seq_len: int, head_dim: int, *, device, base: float = 10_000.0):
