@@ -35,7 +35,8 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
     # CSV is rewritten after every step, so an interrupted bench keeps what it measured
     jobs = {"overhead": cases.overhead, "latency": cases.latency, "train": cases.training,
             "memory": cases.sampling_memory}
-    steps = [(job, e) for job in jobs for e in bench.entries]
+    # latency is one step over every contestant (interleaved, cases.latency); the rest one per entry
+    steps = [(job, e) for job in jobs for e in (bench.entries if job != "latency" else [None])]
     steps += [("scaling", e) for e in bench.entries] if bench.scaling else []
     for e in bench.entries:  # every entry's family, parameters and sampler checked before any timing
         c = cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
@@ -47,6 +48,9 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
                                              dynamic_ncols=True), start=1):
         if job == "scaling":
             rows += cases.scaling(entry, bench)
+        elif job == "latency":
+            rows += cases.latency([cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
+                                   for e in bench.entries], bench)
         else:
             c = cases.build(entry, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
             rows += jobs[job](c, bench)

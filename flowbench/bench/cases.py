@@ -100,14 +100,27 @@ def overhead(c: Contestant, bench: Bench) -> list[dict]:
     return rows
 
 
-def latency(c: Contestant, bench: Bench) -> list[dict]:
-    """Latency and samples/s of one sample batch for every batch size x NFE."""
+def latency(contestants: list[Contestant], bench: Bench) -> list[dict]:
+    """Latency and samples/s of one sample batch for every contestant x batch size x NFE.
+
+    Interleaved: each round times every configuration once, so a change of the machine's load
+    between rounds reaches every contestant alike and the speed-ups over AR compare runs made
+    side by side (timed one contestant after another, AR's batch-256 time moved by 40% between
+    runs). Medians over `repeats` rounds, after one untimed run of each."""
     rows = []
     for batch in bench.batch_sizes:
-        for nfe in c.entry.nfe or [None]:
-            t = time_call(c.sample_fn(n=batch, nfe=nfe), repeats=bench.repeats, device=c.device)
-            rows.append(_base(c, "latency", batch=batch, nfe=c.nfe_of(nfe), **_timing(t),
-                              samples_per_s=batch / t.median_s))
+        runs = {(i, nfe): c.sample_fn(n=batch, nfe=nfe)
+                for i, c in enumerate(contestants) for nfe in c.entry.nfe or [None]}
+        for run in runs.values():
+            run()
+        times: dict[tuple, list[float]] = {key: [] for key in runs}
+        for _ in range(bench.repeats):
+            for key, run in runs.items():
+                times[key].append(time_call(run, repeats=1, device=contestants[key[0]].device, warmup=0).median_s)
+        for (i, nfe), ts in times.items():
+            c, med = contestants[i], statistics.median(ts)
+            rows.append(_base(c, "latency", batch=batch, nfe=c.nfe_of(nfe), seconds=med, spread=_spread(ts),
+                              repeats=bench.repeats, samples_per_s=batch / med))
     return rows
 
 
