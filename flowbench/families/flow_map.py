@@ -127,6 +127,19 @@ samplers read) scored worse at 8000 passes, seed 0: consistency NFE 4 (t_first 0
 130 (2.70) against 109 (2.66), the NFE-1 map 322 against 265, and randomized 256 78 against 63
 although the two runs differ only in their last 1500 steps, a spread that single-seed probes of
 a 10% effect cannot resolve.
+Training seeds (suites/flow_map_seeds.yaml: nfe_sweep's budget, seeds 0, 1, 2): seed 1's anchor
+does not turn. Its validation cross-entropy stalls at 3.18 from step 2000 to 4000 (seeds 0 and 2:
+3.07 and 3.03 at step 4000) and every sampler stays at word frequencies (randomized 256 4225,
+consistency NFE 4 3750-3950, the NFE-1 map 10069). Seeds 0 / 2: randomized 256 62.6 / 38.7;
+consistency NFE 4 (t_first 0.7, t_last 0.75) top_p 0.4 139.5 (2.910) / 139.6 (2.979), top_p 0.35
+134.9 (2.898) / 134.6 (2.970); the NFE-1 map 265 / 422. The recipe turns at this budget on two
+seeds of three. Seed 1's first 4000 steps again with anchor times focused on the band (the
+anchor's cross-entropy under uniform times at step 4000): logit_normal(loc 0.6, scale 1) 3.070,
+logit_normal(0.75, 0.7) 3.085, against 3.174 with uniform times: focused times make that seed
+turn. Trained to 8000 passes with logit_normal(loc 0.6, scale 1) the seeds trade places: seed 1
+learns (randomized 256 121, consistency NFE 4 top_p 0.35 209 (2.88), the NFE-1 map 404), seed 0
+loses (175, 418 (2.93), 653 against 62.6, 134.9, 265 with uniform times). The focused times make
+the turn reliable and each model worse, so uniform times stay the default; a mixture is untried.
 """
 from __future__ import annotations
 
