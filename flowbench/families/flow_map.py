@@ -136,13 +136,13 @@ consistency NFE 4 (t_first 0.7, t_last 0.75) top_p 0.4 139.5 (2.910) / 139.6 (2.
 seeds of three. Seed 1's first 4000 steps again with anchor times focused on the band (the
 anchor's cross-entropy under uniform times at step 4000): logit_normal(loc 0.6, scale 1) 3.070,
 logit_normal(0.75, 0.7) 3.085, against 3.174 with uniform times: focused times make that seed
-turn. Trained to 8000 passes with logit_normal(loc 0.6, scale 1) the seeds trade places: seed 1
-learns (randomized 256 121, consistency NFE 4 top_p 0.35 209 (2.88), the NFE-1 map 404), seed 0
-loses (175, 418 (2.93), 653 against 62.6, 134.9, 265 with uniform times): focused times rescue
-the seed that stalls and cost a seed that turns most of its quality, so uniform times stay the
-default (focused ones starve t < 0.1, which the randomized sampler's first steps and the maps
-from s = 0 read: 0.3% of the batches against 10%). Milder focus does not
-turn seed 1 (its anchor at step 4000): logit_normal(0.5, 1.4) 3.171; half of each batch uniform,
+turn. Trained to 8000 passes with logit_normal(loc 0.6, scale 1) the turn is no more reliable:
+seed 1 learns (randomized 256 121, consistency NFE 4 top_p 0.35 209 (2.88), the NFE-1 map 404),
+seed 0 loses most of its quality (175, 418 (2.93), 653 against 62.6, 134.9, 265 with uniform
+times) and seed 2 does not turn at all (randomized 256 2273, against 38.7). With uniform times a
+fourth seed (3) turns (randomized 256 57.4, consistency NFE 4 top_p 0.35 188 (2.94), the NFE-1
+map 634): three of four. So uniform times stay the default. Milder focus does not turn seed 1
+either (its anchor at step 4000): logit_normal(0.5, 1.4) 3.171; half of each batch uniform,
 half logit_normal(0.6, 1) 3.177.
 """
 from __future__ import annotations
