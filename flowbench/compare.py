@@ -141,7 +141,9 @@ def compare(run: str | Path, reference: str | Path, *, rtol: float = DEFAULT_RTO
 
 
 def _config(row: dict) -> tuple:
-    return tuple(_norm(row.get(c)) for c in CONFIG_COLUMNS)
+    # a row from before `compiled` was a column sampled eagerly
+    compiled = str(row.get("compiled") or False).lower() == "true"
+    return (*(_norm(row.get(c)) for c in CONFIG_COLUMNS), compiled)
 
 
 def _norm(value):

@@ -105,6 +105,9 @@ class EvalConfig(Frozen):
     metrics: list[str] | None = None  # None: every registered metric the corpus supports
     metric_params: dict[str, dict[str, Any]] = {}  # per metric, e.g. {mauve: {features: exact}}
     device: str = "auto"  # auto | cpu | cuda
+    # sample through torch.compile(network) (inductor, on the CPU too: docs/performance.md): faster,
+    # but its kernels round differently from eager, so compiled rows are keyed and marked apart
+    compile: bool = False
 
 
 class SamplerEntry(BaseModel):

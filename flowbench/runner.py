@@ -133,6 +133,8 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
         net = family.build_model(suite.backbone)
         net.load_state_dict(state["weights"])
         net.to(device).eval()
+        if suite.eval.compile:  # automatic dynamic shapes: a second batch size recompiles once
+            net = torch.compile(net)
         history = state["history"]
         row.update(params=count_params(net), train_steps=state["step"], train_tokens=state["train_tokens"],
                    train_passes=state["step"] * family.train_cost,
@@ -145,9 +147,10 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     kw = dict(sampler=point.sampler, params=point.sampler_params)
     # sampling runs at the precision the model trained with (autocast never touches float64)
     with torch.inference_mode(), precision_context(spec.precision, device):
-        # warm-up, not timed: on a GPU at the timed size (allocator growth and kernel selection
-        # would land in the timing); on the CPU a small batch, since it would double the sweep
-        family.sample(model, n=min(n, bs) if device.type == "cuda" else min(n, bs, 8), generator=gen, **kw)
+        # warm-up, not timed: on a GPU or compiled at the timed size (allocator growth, kernel
+        # selection or compiling would land in the timing); else a small batch, not to double the sweep
+        timed_size = device.type == "cuda" or (suite.eval.compile and point.denoiser == "trained")
+        family.sample(model, n=min(n, bs) if timed_size else min(n, bs, 8), generator=gen, **kw)
         model.calls, chunks, latencies, batches = 0, [], [], 0
         gen.manual_seed(spec.seed)
         for start in range(0, n, bs):
@@ -173,6 +176,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
                samples_per_s=len(tokens) / seconds, tokens_per_s=tokens.numel() / seconds,
                latency_s=sum(latencies) / len(latencies), peak_mem_mb=round(peak, 1),
                num_samples=len(tokens), device=str(device), precision=spec.precision,
+               compiled=bool(suite.eval.compile and point.denoiser == "trained"),
                torch=torch.__version__)
     return row, tokens
 
@@ -184,7 +188,9 @@ def _json(d: dict) -> str:
 def row_key_function(suite: Suite):
     """point (, older versions) -> its row key: a hash of what produces the row."""
     judge_cls = JUDGES.get(suite.eval.judge)
-    eval_ident = {**suite.eval.model_dump(exclude={"device", "batch_size"}),
+    # compile only where it is on, so the keys of rows from before it was a choice stay valid
+    skip = {"device", "batch_size"} | (set() if suite.eval.compile else {"compile"})
+    eval_ident = {**suite.eval.model_dump(exclude=skip),
                   "judge_params": {**judge_cls.pinned, **suite.eval.judge_params},
                   "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
 

@@ -158,3 +158,31 @@ def test_corrupt_checkpoint_fails_in_one_line_naming_the_file(tmp_path, capsys):
     assert main(["run", str(SMOKE), "--out", str(out), "--only", "family=mdlm", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "corrupt checkpoint" in err and ckpt.name in err
+
+
+def test_compiled_sampling_is_keyed_and_marked_apart(tmp_path, smoke_suite):
+    runs = [{"family": "flow_map", "denoiser": ["trained"], "samplers": [{"sampler": "flow_map", "nfe": [1]}]}]
+    eager = run_suite(smoke_suite("eager.yaml", runs=runs), out=tmp_path / "e", jobs=1, progress=False)
+    compiled = run_suite(smoke_suite("compiled.yaml", runs=runs, **{"eval.compile": True}),
+                         out=tmp_path / "c", jobs=1, progress=False)
+    (e,), (c,) = rows(eager), rows(compiled)
+    assert (e["compiled"], c["compiled"]) == ("False", "True")
+    assert e["row_key"] != c["row_key"] and e["config_hash"] == c["config_hash"]  # one model, two rows
+    assert math.isfinite(float(c["gen_ppl"]))
+    report = write_report(compiled).read_text()
+    assert "compiled" in report
+
+
+@pytest.mark.parametrize("name", ["nfe_sweep", "flow_map_seeds", "learning_curves", "recipe_ablation",
+                                  "tstar_sweep", "frontier"])
+def test_committed_reference_rows_are_the_rows_its_suite_plans(name):
+    """A change of what keys a row (a new field, a renamed default) would make a fresh clone
+    recompute the reference instead of finding it: the suite's planned keys are the committed ones."""
+    from flowbench.leaderboard import current_rows
+    from flowbench.runner import row_key_function
+
+    root = Path(__file__).parents[1]
+    suite = load_suite(root / "suites" / f"{name}.yaml")
+    key_of = row_key_function(suite)
+    committed = {r["row_key"] for r in current_rows(rows(root / "results" / "reference" / name / "leaderboard.csv"))}
+    assert {key_of(p) for p in plan(suite)} == committed

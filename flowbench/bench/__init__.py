@@ -36,8 +36,10 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
     jobs = {"overhead": cases.overhead, "latency": cases.latency, "train": cases.training,
             "memory": cases.sampling_memory}
     # latency is one step over every contestant (interleaved, cases.latency); the rest one per entry
-    steps = [(job, e) for job in jobs for e in (bench.entries if job != "latency" else [None])]
-    steps += [("scaling", e) for e in bench.entries] if bench.scaling else []
+    # compiled entries take part in latency only (BenchEntry.compile)
+    eager = [e for e in bench.entries if not e.compile]
+    steps = [(job, e) for job in jobs for e in (eager if job != "latency" else [None])]
+    steps += [("scaling", e) for e in eager] if bench.scaling else []
     for e in bench.entries:  # every entry's family, parameters and sampler checked before any timing
         c = cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
         for nfe in e.nfe or [None]:
@@ -92,7 +94,7 @@ def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
     lat = table["measure"] == "latency"
     for name, ar_rows in table[lat & (table["family"] == "ar_gpt2")].groupby("contestant"):
         per_batch = ar_rows.set_index("batch")["samples_per_s"]
-        col = f"speedup_vs_{name.replace('/', '_')}"
+        col = f"speedup_vs_{name.replace('/', '_').replace('+', '_')}"
         table.loc[lat, col] = table.loc[lat, "samples_per_s"] / table.loc[lat, "batch"].map(per_batch)
     return table
 

@@ -63,12 +63,15 @@ def build(entry: BenchEntry, bench: Bench, *, seq_len: int, vocab_size: int) -> 
     torch.manual_seed(bench.seed)
     device = torch.device(bench.device)
     model = family.build_model(bench.backbone).to(device).eval()
+    if entry.compile:  # automatic dynamic shapes: a second batch size or cache length recompiles once
+        model = torch.compile(model)
     return Contestant(entry=entry, family=family, model=model, device=device, seed=bench.seed)
 
 
 def _base(c: Contestant, measure: str, **kw) -> dict:
     return {"measure": measure, "contestant": c.entry.name, "family": c.entry.family,
-            "sampler": c.entry.sampler, "seq_len": c.family.seq_len, "vocab_size": c.family.vocab_size, **kw}
+            "sampler": c.entry.sampler, "compiled": c.entry.compile, "seq_len": c.family.seq_len,
+            "vocab_size": c.family.vocab_size, **kw}
 
 
 def _timing(t: Timing, prefix: str = "") -> dict:

@@ -19,11 +19,14 @@ class BenchEntry(Frozen):
     sampler: str
     sampler_params: dict[str, Any] = {}
     nfe: list[PositiveInt] | None = None
-    label: str | None = None  # the name in tables and plots (default family/sampler)
+    label: str | None = None  # the name in tables and plots (default family/sampler, +compile)
+    # sample through torch.compile(network); timed for latency only, since every new shape
+    # compiles first (tens of seconds on a CPU), untimed in the latency warm-up
+    compile: bool = False
 
     @property
     def name(self) -> str:
-        return self.label or f"{self.family}/{self.sampler}"
+        return self.label or f"{self.family}/{self.sampler}" + ("+compile" if self.compile else "")
 
 
 class Scaling(Frozen):

@@ -41,6 +41,8 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     for col, name in (("train_passes", "passes"), ("seed", "seed")):
         if df.loc[df["denoiser"] == "trained", col].nunique() > 1:
             df["run"] += df[col].map(lambda v, n=name: f" {n}={v:g}" if pd.notna(v) else "")
+    compiled = df["compiled"].astype(str).str.lower().eq("true")  # empty in rows from before the column
+    df.loc[compiled, "run"] += " compiled"
     for col in ("suite", "corpus"):
         if col in df and df[col].nunique() > 1:  # a merged leaderboard: the suite is part of the label
             df["run"] = df[col].astype(str) + ": " + df["run"]
