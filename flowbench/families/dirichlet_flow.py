@@ -284,7 +284,13 @@ class DirichletFlow(Family):
         pi0 = self.prior((B, L), generator=generator, dtype=torch.float32)            # (B, L, V)
         t = self.warp.to_t(u)
         x_t = self.path(pi0, x1, t=t)                                                 # (B, L, V)
-        out = self.self_conditioned(model, x_t.float(), generator=generator, t=u.float()).float()  # (B, L, V)
+        # alpha < 1: a true token whose float32 prior coordinate underflows to 0 sits exactly on
+        # the evidence's boundary x = t, and a float32 time, off by up to 6e-4 relative through
+        # the warp, can put it outside the support (evidence -inf, an infinite loss: beta_sweep's
+        # alpha = 1/V at step 181), so the evidence reads the path's own float64 time. The
+        # network sees float32 either way; alpha >= 1 keeps the float32 time its trained models had.
+        t_in = u if self.alpha < 1 else u.float()
+        out = self.self_conditioned(model, x_t.float(), generator=generator, t=t_in).float()  # (B, L, V)
         if self.params.head == "velocity":
             return ((out - self.velocity_target(pi0, x1).float()) ** 2).sum(-1).mean()
         return F.cross_entropy(out.transpose(1, 2), x1)
