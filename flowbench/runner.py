@@ -128,12 +128,13 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
                                         seq_len=corpus.seq_len)
     row: dict = {}
     memory = PeakMemory(device)  # before the network is built: its weights count, the judge's not
+    compiled = suite.eval.compile and point.denoiser == "trained"  # an oracle is no network to compile
     if point.denoiser == "trained":
         state = load_checkpoint(checkpoint_path(spec))
         net = family.build_model(suite.backbone)
         net.load_state_dict(state["weights"])
         net.to(device).eval()
-        if suite.eval.compile:  # automatic dynamic shapes: a second batch size recompiles once
+        if compiled:  # automatic dynamic shapes: a second batch size recompiles once
             net = torch.compile(net)
         history = state["history"]
         row.update(params=count_params(net), train_steps=state["step"], train_tokens=state["train_tokens"],
@@ -149,8 +150,8 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     with torch.inference_mode(), precision_context(spec.precision, device):
         # warm-up, not timed: on a GPU or compiled at the timed size (allocator growth, kernel
         # selection or compiling would land in the timing); else a small batch, not to double the sweep
-        timed_size = device.type == "cuda" or (suite.eval.compile and point.denoiser == "trained")
-        family.sample(model, n=min(n, bs) if timed_size else min(n, bs, 8), generator=gen, **kw)
+        family.sample(model, n=min(n, bs) if device.type == "cuda" or compiled else min(n, bs, 8),
+                      generator=gen, **kw)
         model.calls, chunks, latencies, batches = 0, [], [], 0
         gen.manual_seed(spec.seed)
         for start in range(0, n, bs):
@@ -176,7 +177,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
                samples_per_s=len(tokens) / seconds, tokens_per_s=tokens.numel() / seconds,
                latency_s=sum(latencies) / len(latencies), peak_mem_mb=round(peak, 1),
                num_samples=len(tokens), device=str(device), precision=spec.precision,
-               compiled=bool(suite.eval.compile and point.denoiser == "trained"),
+               compiled=compiled,
                torch=torch.__version__)
     return row, tokens
 
