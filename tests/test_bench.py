@@ -106,15 +106,15 @@ def test_compiled_contestant_samples_as_eager_and_is_timed_for_latency_only(tmp_
 
     entries = [{"family": "flow_map", "sampler": "flow_map", "nfe": [1]},
                {"family": "flow_map", "sampler": "flow_map", "nfe": [1], "compile": True}]
-    bench = Bench(**{**TINY, "batch_sizes": [2], "scaling": None, "entries": entries})
+    data = {**TINY, "batch_sizes": [2], "scaling": None, "entries": entries}
+    bench = Bench(**data)
     eager, compiled = (cases.build(e, bench, seq_len=6, vocab_size=10) for e in bench.entries)
     assert isinstance(compiled.model, torch._dynamo.eval_frame.OptimizedModule)
     x, s, t = torch.randn(2, 6, 10), torch.tensor([0.0, 0.3]), torch.tensor([1.0, 0.8])
     with torch.inference_mode():  # the same weights (same seed), the same network
         torch.testing.assert_close(compiled.model(x, s=s, t=t), eager.model(x, s=s, t=t), rtol=1e-4, atol=1e-5)
     assert torch.equal(compiled.sample_fn(n=2, nfe=1)(), eager.sample_fn(n=2, nfe=1)())
-    csv = run_bench(_write(tmp_path, {**TINY, "batch_sizes": [2], "scaling": None, "entries": entries}),
-                    out=tmp_path / "out", progress=False, plots=False)
+    csv = run_bench(_write(tmp_path, data), out=tmp_path / "out", progress=False, plots=False)
     t = pd.read_csv(csv)
     lat = t[t.measure == "latency"].set_index("contestant")
     assert lat.loc["flow_map/flow_map+compile", "compiled"] and not lat.loc["flow_map/flow_map", "compiled"]
