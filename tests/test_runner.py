@@ -174,7 +174,7 @@ def test_compiled_sampling_is_keyed_and_marked_apart(tmp_path, smoke_suite):
 
 
 @pytest.mark.parametrize("name", ["nfe_sweep", "flow_map_seeds", "learning_curves", "recipe_ablation",
-                                  "tstar_sweep", "frontier", "beta_sweep"])
+                                  "tstar_sweep", "frontier", "beta_sweep", "few_step_target"])
 def test_committed_reference_rows_are_the_rows_its_suite_plans(name):
     """A change of what keys a row (a new field, a renamed default) would make a fresh clone
     recompute the reference instead of finding it: the suite's planned keys are the committed ones."""
