@@ -110,6 +110,9 @@ class EvalConfig(Frozen):
     compile: bool = False
 
 
+RUN_EVAL_FIELDS = ("num_samples", "batch_size")
+
+
 class SamplerEntry(BaseModel):
     """One sampler of a run: its name plus parameters; list values are sweep axes."""
 
@@ -121,6 +124,9 @@ class RunEntry(Frozen):
     family: str
     params: dict[str, Any] | list[dict[str, Any]] = {}  # a list: several grids (e.g. an ablation's rows)
     train: dict[str, Any] = {}  # overrides of the suite's train section for this family
+    # overrides of the suite's eval section for this run's rows: only RUN_EVAL_FIELDS (how many
+    # samples, in what batches); the judge, metrics and device stay one per suite
+    eval: dict[str, Any] = {}
     denoiser: list[Literal["trained", "oracle"]] = ["trained"]
     samplers: list[SamplerEntry]
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from flowbench.config import BUDGETS, Suite, SuiteError, TrainConfig, config_hash, one_line
+from flowbench.config import (BUDGETS, RUN_EVAL_FIELDS, EvalConfig, Suite, SuiteError, TrainConfig,
+                              config_hash, one_line)
 from flowbench.families.base import Family
 from flowbench.registry import CORPORA, FAMILIES, JUDGES, RegistryError
 from flowbench.trainer import resolve_device, resolve_precision
@@ -92,6 +93,11 @@ class Point:
     denoiser: str  # 'trained' | 'oracle'
     sampler: str
     sampler_params: BaseModel
+    eval: EvalConfig | None = None  # the suite's eval section with its run's overrides; None: the suite's
+
+    @property
+    def eval_config(self) -> EvalConfig:
+        return self.eval or self.model.suite.eval
 
     def identity(self, eval_identity: dict, *, older: dict[str, int] | None = None) -> dict:
         judge = (older or {}).get("judge", self.components()["judge"][1])
@@ -138,6 +144,11 @@ def plan(suite: Suite, *, only: dict[str, str] | None = None) -> list[Point]:
         if set(BUDGETS) & set(run.train):  # a run's own budget replaces the suite's
             train_dict = {k: v for k, v in train_dict.items() if k not in BUDGETS}
         trains = [check(TrainConfig, t, f"{where}.train") for t in grid({**train_dict, **run.train})]
+        if unknown := sorted(set(run.eval) - set(RUN_EVAL_FIELDS)):
+            raise SuiteError(f"{where}.eval.{unknown[0]}: a run may change only {', '.join(RUN_EVAL_FIELDS)} "
+                             f"of the suite's eval section")
+        evals = check(EvalConfig, {**suite.eval.model_dump(), **run.eval}, f"{where}.eval")
+        evals = None if evals == suite.eval else evals
         grids = run.params if isinstance(run.params, list) else [run.params]
         for params_dict in (p for g in grids for p in grid(g)):
             params = check(cls.Params, params_dict, f"{where}.params")
@@ -159,7 +170,7 @@ def plan(suite: Suite, *, only: dict[str, str] | None = None) -> list[Point]:
                             if denoiser == "oracle" and cls.evidence is Family.evidence:
                                 raise SuiteError(f"{where}.denoiser: family {run.family!r} has no oracle "
                                                  f"(no evidence function)")
-                            points.append(Point(spec, denoiser, entry.sampler, sparams))
+                            points.append(Point(spec, denoiser, entry.sampler, sparams, evals))
     if not points:
         raise SuiteError(f"suite {suite.name!r} selects no runs" + (f" for {only}" if only else ""))
     return points

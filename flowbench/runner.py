@@ -143,7 +143,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     else:
         net = family.oracle_model(corpus.posterior)
     model = CallCounter(net)
-    n, bs = suite.eval.num_samples, suite.eval.batch_size
+    n, bs = point.eval_config.num_samples, point.eval_config.batch_size
     gen = torch.Generator(device=device).manual_seed(spec.seed)
     kw = dict(sampler=point.sampler, params=point.sampler_params)
     # sampling runs at the precision the model trained with (autocast never touches float64)
@@ -196,7 +196,10 @@ def row_key_function(suite: Suite):
                   "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
 
     def key_of(point: Point, older: dict | None = None) -> str:
-        return config_hash(point.identity(eval_ident, older=older))
+        ident = eval_ident  # a run's own sample count keys its rows apart (its batch size does not)
+        if point.eval is not None:
+            ident = {**eval_ident, "num_samples": point.eval.num_samples}
+        return config_hash(point.identity(ident, older=older))
 
     return key_of
 

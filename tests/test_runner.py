@@ -122,6 +122,8 @@ def test_training_killed_between_checkpoints_gives_the_same_leaderboard(tmp_path
     ({"runs.0.samplers.0.nfe": 3}, "nfe must equal seq_len=8"),
     ({"corpus.name": "text_files", "corpus.paths": ["/no/such/file.txt"]}, "/no/such/file.txt"),
     ({"train.steps": None}, "give exactly one budget of steps, tokens, passes"),
+    ({"runs.1.eval": {"judge": "local"}}, "runs[1].eval.judge: a run may change only num_samples, batch_size"),
+    ({"runs.1.eval": {"num_samples": 0}}, "runs[1].eval.num_samples: Input should be greater than 0"),
 ])
 def test_bad_suites_fail_before_training_in_one_line(tmp_path, capsys, change, message, smoke_suite):
     path = smoke_suite(**change)
@@ -171,6 +173,24 @@ def test_compiled_sampling_is_keyed_and_marked_apart(tmp_path, smoke_suite):
     assert math.isfinite(float(c["gen_ppl"]))
     report = write_report(compiled).read_text()
     assert "compiled" in report
+
+
+def test_a_run_samples_its_own_count_keyed_and_labelled_apart(tmp_path, smoke_suite):
+    """A run's eval override (RunEntry.eval) changes its rows' sample count, not the other runs',
+    and keys and labels them apart from the same model's rows at the suite's count; the first
+    batch of the larger row is the smaller row's samples (same seed and batch size)."""
+    sampler = [{"sampler": "flow_map", "nfe": [1]}]
+    runs = [{"family": "flow_map", "samplers": sampler},
+            {"family": "flow_map", "samplers": sampler, "eval": {"num_samples": 24}}]
+    csv_path = run_suite(smoke_suite(runs=runs), out=tmp_path / "o", jobs=1, progress=False)
+    plain, more = sorted(rows(csv_path), key=lambda r: int(r["num_samples"]))
+    assert (plain["num_samples"], more["num_samples"]) == ("8", "24")
+    assert plain["row_key"] != more["row_key"] and plain["config_hash"] == more["config_hash"]
+    samples = tmp_path / "o" / "samples"
+    first = (samples / f"{plain['row_key']}.jsonl").read_text().splitlines()
+    assert (samples / f"{more['row_key']}.jsonl").read_text().splitlines()[:8] == first
+    report = write_report(csv_path).read_text()
+    assert "flow_map/flow_map samples=24" in report and "#" not in report.split("## ")[1]
 
 
 @pytest.mark.parametrize("name", ["nfe_sweep", "flow_map_seeds", "learning_curves", "recipe_ablation",

@@ -41,6 +41,9 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     for col, name in (("train_passes", "passes"), ("seed", "seed")):
         if df.loc[df["denoiser"] == "trained", col].nunique() > 1:
             df["run"] += df[col].map(lambda v, n=name: f" {n}={v:g}" if pd.notna(v) else "")
+    if df["num_samples"].nunique() > 1:  # a run's own sample count (RunEntry.eval): the rest unnamed
+        usual = df["num_samples"].mode().iloc[0]
+        df["run"] += df["num_samples"].map(lambda v: f" samples={v:g}" if pd.notna(v) and v != usual else "")
     compiled = df["compiled"].astype(str).str.lower().eq("true")  # empty in rows from before the column
     df.loc[compiled, "run"] += " compiled"
     for col in ("suite", "corpus"):
