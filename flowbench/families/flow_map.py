@@ -76,7 +76,7 @@ Samplers:
             against 140.8 (2.892) with t_last 0.8; top_p 0.35 126.3 (2.900, 3 seeds; the row 134.9
             (2.898)); t_last 0.85 or t_first 0.75 read later and lose (164 / 196), t_first 0.65 or
             all three at 0.7 lose entropy's worth in gen PPL (153 at 2.95 / 182). With 2048 samples
-            from nfe_sweep's model (suites/few_step_target.yaml; the first 256 are the row's):
+            (nfe_sweep's rows labelled samples=2048; their first 256 are the 256-sample row's):
             top_p 0.4 133.7 (2.910), top_p 0.35 131.1 (2.893), t_last 0.8 143.5 (2.889); mdlm's
             NFE 64 27.5. The last decode barely matters: the endpoint is settled at t_last.
   euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
