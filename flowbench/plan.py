@@ -102,7 +102,7 @@ class Point:
     def identity(self, eval_identity: dict, *, older: dict[str, int] | None = None) -> dict:
         judge = (older or {}).get("judge", self.components()["judge"][1])
         ident = {"model": self.model.identity(older=older), "denoiser": self.denoiser, "sampler": self.sampler,
-                 "sampler_params": self.sampler_params.model_dump(),
+                 "sampler_params": self.sampler_params.key_dump(),
                  "eval": {**eval_identity, **key_fields({"judge": judge})}}
         if self.denoiser == "oracle":  # an oracle has no training: its rows do not depend on it
             ident["model"] = {k: v for k, v in ident["model"].items() if k not in ("train", "backbone")}

@@ -166,7 +166,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     peak = memory.mb()
     row.update(score_samples(tokens, corpus=corpus, judge=judge, eval_config=suite.eval, seed=spec.seed,
                              cache_dir=cache_root()))
-    sp = point.sampler_params.model_dump()
+    sp = point.sampler_params.key_dump()
     nfe = sp.get("nfe") or corpus.seq_len
     merged = {**spec.params.model_dump(), **sp}
     row.update(family=spec.family, denoiser=point.denoiser, sampler=point.sampler, nfe=nfe,

@@ -89,6 +89,23 @@ def test_replay_repeats_the_calls_with_fresh_state():
     assert seen == [1, 2, 3] and cache == [0.0, 2.0, 4.0]
 
 
+def test_replay_runs_each_call_in_the_context_it_was_made_in():
+    """A sampler that sets how the network computes for its calls (a context variable, as
+    flow_map's input precision) gets that work replayed, not the default's."""
+    import contextvars
+
+    mode = contextvars.ContextVar("mode", default="default")
+    seen = []
+    rec = RecordedCalls(lambda x: seen.append(mode.get()))
+    rec(torch.zeros(1))
+    token = mode.set("sampler's")
+    rec(torch.zeros(1))
+    mode.reset(token)
+    seen.clear()
+    rec.replay()
+    assert seen == ["default", "sampler's"]
+
+
 def test_phase_memory_sees_an_allocation_and_not_the_past():
     big = torch.ones(32 * 2**20 // 4)  # 32 MB live before the phase: not counted
     with PhaseMemory(torch.device("cpu")) as quiet:

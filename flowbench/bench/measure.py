@@ -5,6 +5,7 @@ relative spread (max - min) / median of its runs, so a reader sees how noisy a s
 """
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import ctypes.util
 import os
@@ -103,20 +104,24 @@ class RecordedCalls:
 
     Tensor arguments are cloned at call time. A stateful argument (an object that is not a tensor,
     such as a KV cache the model extends in place) is replayed with a fresh instance of its type,
-    fed the same calls in the same order, so the replay does the network's work and nothing else."""
+    fed the same calls in the same order, so the replay does the network's work and nothing else.
+    Each call replays in a copy of the context variables it was made in: a sampler that sets how
+    the network computes for its calls (flow_map's input precision) gets the same work replayed."""
 
     def __init__(self, model: Callable):
         self.model, self.calls = model, []
 
     def __call__(self, *args, **kwargs):
-        self.calls.append((tuple(_freeze(a) for a in args), {k: _freeze(v) for k, v in kwargs.items()}))
+        self.calls.append((contextvars.copy_context(), tuple(_freeze(a) for a in args),
+                           {k: _freeze(v) for k, v in kwargs.items()}))
         return self.model(*args, **kwargs)
 
     @torch.inference_mode()
     def replay(self) -> None:
         fresh: dict[int, object] = {}
-        for args, kwargs in self.calls:
-            self.model(*(_thaw(a, fresh) for a in args), **{k: _thaw(v, fresh) for k, v in kwargs.items()})
+        for context, args, kwargs in self.calls:
+            context.run(self.model, *(_thaw(a, fresh) for a in args),
+                        **{k: _thaw(v, fresh) for k, v in kwargs.items()})
 
 
 @dataclass(frozen=True)

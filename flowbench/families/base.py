@@ -41,6 +41,17 @@ class Params(BaseModel):
     """Base of every family's hyper-parameters: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # options added after rows were committed whose default reproduces those rows bit for bit:
+    # they enter a row's key (and its sampler_params column) only when set away from the default
+    keyed_when_set: ClassVar[tuple[str, ...]] = ()
+
+    def key_dump(self) -> dict:
+        """model_dump() without the `keyed_when_set` fields that hold their defaults."""
+        out = self.model_dump()
+        for name in self.keyed_when_set:
+            if out[name] == type(self).model_fields[name].default:
+                del out[name]
+        return out
 
 
 class SamplerParams(Params):

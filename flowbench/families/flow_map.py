@@ -163,6 +163,7 @@ on two of those: seed 4 stays (3.20), seed 7 moves (3.14 against 3.18).
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from typing import ClassVar, Literal
 
 import torch
@@ -179,6 +180,9 @@ from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
 
 _TINY = torch.finfo(torch.float64).tiny
+# the dtype of the network's own input maps (softmax input, evidence head): float64 in training;
+# a sampler may set float32 for its calls (its `input_precision`), read where the maps compute
+_INPUT_DTYPE: ContextVar[torch.dtype] = ContextVar("flow_map_input_dtype", default=torch.float64)
 
 
 class FlowMapParams(Params):
@@ -206,7 +210,17 @@ class FlowMapParams(Params):
     time: TimeSampling = TimeSampling()  # anchor times t (delta_{t,t})
 
 
-class FlowMapSamplerParams(SamplerParams):
+class _InputPrecision(SamplerParams):
+    """input_precision: the dtype of the network's own input maps while sampling, the softmax input
+    and the evidence head on (B, L, V), which train in float64: float64 (default, the trained
+    network bit for bit) or float32 (the conventions' rule, float64 only for the final draw):
+    about a quarter of a forward less at batch 256, logits within about 1e-6 (docs/performance.md)."""
+
+    input_precision: Literal["float64", "float32"] = "float64"
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("input_precision",)
+
+
+class FlowMapSamplerParams(_InputPrecision):
     """decode: argmax or sample of the last mean denoiser. grid_power: t_j = 1 - (1 - j/k)^p
     (p > 1 packs the jumps towards the data end)."""
 
@@ -214,7 +228,7 @@ class FlowMapSamplerParams(SamplerParams):
     grid_power: float = Field(1.0, gt=0.0)
 
 
-class EulerSamplerParams(SamplerParams):
+class EulerSamplerParams(_InputPrecision):
     """solver: fixed-grid ODE solver (nfe a multiple of its stages). t_end: last grid time."""
 
     final_draw: ClassVar[bool] = False  # ends in an argmax of the solved state
@@ -222,14 +236,14 @@ class EulerSamplerParams(SamplerParams):
     t_end: float = Field(1.0, gt=0.0, le=1.0)
 
 
-class RandomizedSamplerParams(SamplerParams):
+class RandomizedSamplerParams(_InputPrecision):
     """decode: the last denoiser's output drawn from (default) or its argmax. t_end: last grid time."""
 
     decode: Literal["sample", "argmax"] = "sample"
     t_end: float = Field(1.0, gt=0.0, le=1.0)
 
 
-class ConsistencySamplerParams(SamplerParams):
+class ConsistencySamplerParams(_InputPrecision):
     """Multistep consistency sampling (module docstring): t_0 = 0, then nfe - 1 times evenly from
     t_first to t_last. read: the intermediate endpoints taken as the argmax of delta_{t_j,1}
     (default) or drawn from it (from its nucleus of mass read_top_p); decode: the last endpoint's
@@ -298,9 +312,10 @@ class SoftmaxInput(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 s: torch.Tensor | None = None) -> torch.Tensor:
-        s64 = _batch_times(t if s is None else s, x.shape[0], x.device)[:, None, None]  # (B, 1, 1)
-        kappa = 1 + s64 / (1 - s64).clamp_min(1e-6) ** 2
-        return self.backbone((kappa * x.double()).softmax(-1).float(), t=t, s=s)
+        dtype = _INPUT_DTYPE.get()
+        s_ = _batch_times(t if s is None else s, x.shape[0], x.device).to(dtype)[:, None, None]  # (B, 1, 1)
+        kappa = 1 + s_ / (1 - s_).clamp_min(1e-6) ** 2
+        return self.backbone((kappa * x.to(dtype)).softmax(-1).float(), t=t, s=s)
 
 
 @FAMILIES.register("flow_map")
@@ -418,8 +433,16 @@ class FlowMap(Family):
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
         """x_0 and the state in float32 (the network reads float32; the jump coefficients are
-        float64 scalars); the last jump is never formed: its delta is decoded from its logits."""
+        float64 scalars); the last jump is never formed: its delta is decoded from its logits.
+        The network's input maps compute in `params.input_precision` for these calls only."""
         self.check_sampler(sampler, params)
+        token = _INPUT_DTYPE.set(getattr(torch, params.input_precision))
+        try:
+            return self._sample(model, n=n, sampler=sampler, params=params, generator=generator)
+        finally:
+            _INPUT_DTYPE.reset(token)
+
+    def _sample(self, model, *, n, sampler, params, generator):
         dev = generator.device
         x = torch.randn(n, self.seq_len, self.vocab_size, generator=generator, device=dev)  # x_0 (n, L, V)
         if sampler == "euler":
@@ -472,15 +495,16 @@ class FlowMap(Family):
 
     # --- oracle ----------------------------------------------------------------------------
     def model_evidence(self, x, t, s):
-        """The evidence of the state x_s, whose time is s (t for the diagonal delta_{t,t})."""
-        return self.evidence(x, t if s is None else s)
+        """The evidence of the state x_s, whose time is s (t for the diagonal delta_{t,t}), in the
+        network's input dtype (float64 unless a sampler asks for float32)."""
+        return self.evidence(x, t if s is None else s, dtype=_INPUT_DTYPE.get())
 
-    def evidence(self, x_t, t):
+    def evidence(self, x_t, t, *, dtype: torch.dtype = torch.float64):
         """log N(x_t; t e_v, (1 - t)^2 I) in v, up to a constant: t x_t[v] / (1 - t)^2, float64.
 
         x_t (B, L, V), t (B,); 1 - t is clamped at 1e-6 (t = 1: the largest coordinate wins)."""
-        x_t = x_t.double()
-        t = _batch_times(t, x_t.shape[0], x_t.device)[:, None, None]
+        x_t = x_t.to(dtype)
+        t = _batch_times(t, x_t.shape[0], x_t.device).to(dtype)[:, None, None]
         return t * x_t / (1 - t).clamp_min(1e-6) ** 2
 
     def oracle_model(self, posterior, *, steps_per_unit: int = 32):

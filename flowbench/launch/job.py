@@ -74,7 +74,7 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
 
 
 def describe(point) -> str:
-    sp = ",".join(f"{k}={v}" for k, v in point.sampler_params.model_dump().items())
+    sp = ",".join(f"{k}={v}" for k, v in point.sampler_params.key_dump().items())
     fp = ",".join(f"{k}={v}" for k, v in point.model.params.model_dump().items())
     return f"{point.model.family}({fp}) seed={point.model.seed} {point.denoiser} {point.sampler}({sp})"
 

@@ -193,3 +193,41 @@ def test_softmax_input_loses_nothing_the_flow_map_needs(tiny_language, condition
         with torch.no_grad():
             same = torch.allclose(model(x + shift, s=s, t=t), model(x, s=s, t=t), atol=1e-4)
         assert same == invariant
+
+
+def test_float32_input_maps_are_the_sampler_s_choice_only(tiny_language, conditioned_network):
+    """input_precision float32 runs the softmax input and the evidence head in float32 for the
+    sampler's own calls: the same network within rounding (not bit for bit), the same samples
+    here; the default and every call outside sampling stay float64, and only a non-default
+    choice enters a row's sampler parameters."""
+    from flowbench.families import flow_map
+
+    fam = family(tiny_language)
+    model = conditioned_network(fam)
+    x = gaussian_state(tiny_language, 8).float()
+    s, t = torch.full((8,), 0.3, dtype=torch.float64), torch.full((8,), 0.8, dtype=torch.float64)
+    seen = []
+
+    def recording(*args, **kw):
+        seen.append(flow_map._INPUT_DTYPE.get())
+        return model(*args, **kw)
+
+    with torch.no_grad():
+        out64 = model(x, s=s, t=t)
+        token = flow_map._INPUT_DTYPE.set(torch.float32)
+        out32 = model(x, s=s, t=t)
+        flow_map._INPUT_DTYPE.reset(token)
+    assert not torch.equal(out32, out64) and torch.allclose(out32, out64, atol=1e-4)
+    draws = {}
+    for precision in ("float64", "float32"):
+        params = FlowMapSamplerParams(nfe=2, input_precision=precision)
+        seen.clear()
+        draws[precision] = fam.sample(recording, n=8, sampler="flow_map", params=params,
+                                      generator=torch.Generator().manual_seed(0))
+        assert seen == [getattr(torch, precision)] * 2
+    assert torch.equal(draws["float32"], draws["float64"])
+    assert flow_map._INPUT_DTYPE.get() == torch.float64  # reset after sampling: training reads float64
+    with torch.no_grad():
+        assert torch.equal(model(x, s=s, t=t), out64)
+    assert "input_precision" not in FlowMapSamplerParams(nfe=2).key_dump()
+    assert FlowMapSamplerParams(nfe=2, input_precision="float32").key_dump()["input_precision"] == "float32"
