@@ -218,7 +218,7 @@ class _InputPrecision(SamplerParams):
     """input_precision: the dtype of the network's own input maps while sampling, the softmax input
     and the evidence head on (B, L, V), which train in float64: float64 (default, the trained
     network bit for bit) or float32 (the conventions' rule, float64 only for the final draw):
-    about a quarter of a forward less at batch 256, logits within about 1e-6 (docs/performance.md)."""
+    about a tenth of a forward less at batch 256, logits within about 1e-6 (docs/performance.md)."""
 
     input_precision: Literal["float64", "float32"] = "float64"
     keyed_when_set: ClassVar[tuple[str, ...]] = ("input_precision",)
@@ -504,7 +504,7 @@ class FlowMap(Family):
         return self.evidence(x, t if s is None else s, dtype=_INPUT_DTYPE.get())
 
     def evidence(self, x_t, t, *, dtype: torch.dtype = torch.float64):
-        """log N(x_t; t e_v, (1 - t)^2 I) in v, up to a constant: t x_t[v] / (1 - t)^2, float64.
+        """log N(x_t; t e_v, (1 - t)^2 I) in v, up to a constant: t x_t[v] / (1 - t)^2, in `dtype`.
 
         x_t (B, L, V), t (B,); 1 - t is clamped at 1e-6 (t = 1: the largest coordinate wins)."""
         x_t = x_t.to(dtype)
