@@ -106,7 +106,7 @@ class RecordedCalls:
     such as a KV cache the model extends in place) is replayed with a fresh instance of its type,
     fed the same calls in the same order, so the replay does the network's work and nothing else.
     Each call replays in a copy of the context variables it was made in: a sampler that sets how
-    the network computes for its calls (flow_map's input precision) gets the same work replayed."""
+    the network computes for its calls (a family's input precision) gets the same work replayed."""
 
     def __init__(self, model: Callable):
         self.model, self.calls = model, []
