@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--out", help="output directory (default results/<bench name>)")
     bench.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from flowbench.allocator import retain_freed_memory
+    retain_freed_memory()  # every command: no fresh page faults for each (B, L, V) tensor
 
     if args.command == "compare":
         return _compare(args)

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from flowbench.allocator import retain_freed_memory
 from flowbench.bench import cases
 from flowbench.bench.config import Bench, load_bench
 
@@ -29,6 +30,7 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
     out = Path(out) if out else Path("results") / bench.name
     torch.set_num_threads(bench.threads)
     torch.set_flush_denormal(True)  # as the runner's workers
+    retain_freed_memory()           # as every command and worker (flowbench/allocator.py)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "bench.csv"
     # measure by measure across contestants, so the tables a reader needs first fill first; the

@@ -84,11 +84,13 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     import torch
 
     from flowbench import runner
+    from flowbench.allocator import retain_freed_memory
     from flowbench.config import load_suite
     from flowbench.plan import make_corpus, plan
     from flowbench.registry import JUDGES, load_builtins
 
     os.environ["FLOWBENCH_CACHE"] = job.cache  # runner.cache_root() of this process
+    retain_freed_memory()  # a spawned or cluster worker is a process of its own
     load_builtins()
     if threads:
         torch.set_num_threads(threads)
