@@ -8,13 +8,13 @@ import yaml
 
 from flowbench.__main__ import main
 from flowbench.bench import run_bench
-from flowbench.bench.measure import PhaseMemory, RecordedCalls
+from flowbench.bench.measure import PhaseMemory, RecordedCalls, calls_per_run, time_call
 from flowbench.config import SuiteError
 
 TINY = {
     "name": "tiny", "backbone": {"d_model": 16, "n_layers": 1, "n_heads": 2}, "seq_len": 6, "vocab_size": 10,
     "batch_sizes": [1, 3], "eval_batch": 3, "overhead_nfe": [1, 2], "train_batch": 4, "train_steps": 1,
-    "repeats": 1, "scaling": {"seq_lens": [6, 12], "vocab_sizes": [10, 20], "batch_size": 2, "nfe": 1},
+    "repeats": 1, "min_run_s": 0.0, "scaling": {"seq_lens": [6, 12], "vocab_sizes": [10, 20], "batch_size": 2, "nfe": 1},
     "entries": [
         {"family": "ar_gpt2", "sampler": "kv_cache"},
         {"family": "ar_gpt2", "sampler": "full_prefix"},
@@ -137,3 +137,26 @@ def test_compiled_contestant_samples_as_eager_and_is_timed_for_latency_only(tmp_
     assert lat.loc["flow_map/flow_map+compile", "compiled"] and not lat.loc["flow_map/flow_map", "compiled"]
     assert math.isfinite(lat.loc["flow_map/flow_map+compile", "samples_per_s"])
     assert set(t[t.measure != "latency"].contestant) == {"flow_map/flow_map"}
+
+
+def test_a_timed_run_repeats_a_short_call_until_it_lasts_min_run_s(monkeypatch):
+    """A 2 ms call fills a 0.1 s run with 50 calls; time_call makes warmup + repeats x number calls
+    and reports one call's time, not the run's. On a fake clock: no timing in a test."""
+    from flowbench.bench import measure
+
+    clock = {"now": 0.0, "calls": 0}
+
+    def fn():  # a call that takes 2 ms of the fake clock
+        clock["now"] += 0.002
+        clock["calls"] += 1
+
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
+    cpu = torch.device("cpu")
+    number = calls_per_run(fn, min_run_s=0.1, device=cpu)
+    assert number == 50
+    clock["calls"] = 0
+    t = time_call(fn, repeats=3, device=cpu, warmup=1, number=number)
+    assert clock["calls"] == 1 + 3 * 50
+    assert t.median_s == pytest.approx(0.002)
+    assert calls_per_run(fn, min_run_s=0.0, device=cpu) == 1
+    assert calls_per_run(fn, min_run_s=0.001, device=cpu) == 1  # one call already lasts long enough

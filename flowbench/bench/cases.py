@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from flowbench.bench.config import Bench, BenchEntry
-from flowbench.bench.measure import PhaseMemory, RecordedCalls, Timing, time_call
+from flowbench.bench.measure import PhaseMemory, RecordedCalls, Timing, calls_per_run, time_call
 from flowbench.config import SuiteError, validate
 from flowbench.registry import FAMILIES
 
@@ -90,12 +90,15 @@ def overhead(c: Contestant, bench: Bench) -> list[dict]:
             c.sample_fn(n=batch, nfe=nfe, model=recorded)()
             sample = c.sample_fn(n=batch, nfe=nfe)
             sample(), recorded.replay()  # warm-up
+            number = calls_per_run(sample, min_run_s=bench.min_run_s, device=c.device)
             runs = {"sample": [], "forward": []}
             for _ in range(bench.repeats):
-                runs["sample"].append(time_call(sample, repeats=1, device=c.device, warmup=0).median_s)
-                runs["forward"].append(time_call(recorded.replay, repeats=1, device=c.device, warmup=0).median_s)
+                runs["sample"].append(time_call(sample, repeats=1, device=c.device, warmup=0,
+                                                number=number).median_s)
+                runs["forward"].append(time_call(recorded.replay, repeats=1, device=c.device, warmup=0,
+                                                 number=number).median_s)
             med = {k: statistics.median(v) for k, v in runs.items()}
-            rows.append(_base(c, "overhead", batch=batch, nfe=c.nfe_of(nfe),
+            rows.append(_base(c, "overhead", batch=batch, nfe=c.nfe_of(nfe), calls_per_run=number,
                               backbone_calls=len(recorded.calls), seconds=med["sample"],
                               spread=_spread(runs["sample"]), forward_seconds=med["forward"],
                               forward_spread=_spread(runs["forward"]), repeats=bench.repeats,
@@ -116,13 +119,17 @@ def latency(contestants: list[Contestant], bench: Bench) -> list[dict]:
                 for i, c in enumerate(contestants) for nfe in c.entry.nfe or [None]}
         for run in runs.values():
             run()
+        number = {key: calls_per_run(run, min_run_s=bench.min_run_s, device=contestants[key[0]].device)
+                  for key, run in runs.items()}
         times: dict[tuple, list[float]] = {key: [] for key in runs}
         for _ in range(bench.repeats):
             for key, run in runs.items():
-                times[key].append(time_call(run, repeats=1, device=contestants[key[0]].device, warmup=0).median_s)
+                times[key].append(time_call(run, repeats=1, device=contestants[key[0]].device, warmup=0,
+                                            number=number[key]).median_s)
         for (i, nfe), ts in times.items():
             c, med = contestants[i], statistics.median(ts)
-            rows.append(_base(c, "latency", batch=batch, nfe=c.nfe_of(nfe), seconds=med, spread=_spread(ts),
+            rows.append(_base(c, "latency", batch=batch, nfe=c.nfe_of(nfe), calls_per_run=number[(i, nfe)],
+                              seconds=med, spread=_spread(ts),
                               repeats=bench.repeats, samples_per_s=batch / med))
     return rows
 

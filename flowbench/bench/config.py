@@ -49,6 +49,9 @@ class Bench(Frozen):
     train_batch: PositiveInt = 64
     train_steps: PositiveInt = 5           # timed optimiser steps per family (after one warm-up)
     repeats: PositiveInt = Field(3, description="timed runs per measurement; the median is reported")
+    # a timed run of a sampler (or of its replayed forwards) repeats the call until it lasts this
+    # long: at batch 1 one call is a millisecond or two (measure.calls_per_run)
+    min_run_s: float = Field(0.1, ge=0.0)
     threads: PositiveInt = 1               # torch threads: one, as a training worker runs
     device: str = "cpu"
     seed: int = 0

@@ -6,6 +6,7 @@ relative spread (max - min) / median of its runs, so a reader sees how noisy a s
 from __future__ import annotations
 
 import contextvars
+import math
 import ctypes
 import ctypes.util
 import os
@@ -30,19 +31,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], *, repeats: int, device: torch.device, warmup: int = 1) -> Timing:
-    """Median wall time of fn() over `repeats` runs after `warmup` untimed ones."""
+def time_call(fn: Callable[[], object], *, repeats: int, device: torch.device, warmup: int = 1,
+              number: int = 1) -> Timing:
+    """Median wall time of one fn() over `repeats` runs after `warmup` untimed ones; each run calls
+    fn `number` times in a row and counts the mean."""
     for _ in range(warmup):
         fn()
     runs = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        fn()
+        for _ in range(number):
+            fn()
         _sync(device)
-        runs.append(time.perf_counter() - t0)
+        runs.append((time.perf_counter() - t0) / number)
     med = statistics.median(runs)
     return Timing(median_s=med, spread=(max(runs) - min(runs)) / med if med > 0 else 0.0, repeats=repeats)
+
+
+def calls_per_run(fn: Callable[[], object], *, min_run_s: float, device: torch.device) -> int:
+    """How many calls of fn fill one timed run of at least min_run_s, from one timed call (fn is
+    warm). A single call of a millisecond is at the mercy of the scheduler's tick on a shared CPU
+    (the batch-1 overhead of one run read 0.77, faster than the bare forwards it contains); a
+    run of many such calls averages that out, as timeit's autorange does."""
+    one = time_call(fn, repeats=1, device=device, warmup=0).median_s
+    return max(1, math.ceil(min_run_s / one)) if one > 0 else 1
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")

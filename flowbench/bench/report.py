@@ -25,15 +25,16 @@ def summary(table: pd.DataFrame) -> str:
                   f"not measured at all: {', '.join(missing) or 'none'}.", ""]
     base = t[t.measure == "overhead"]
     if len(base):
-        o = base[["contestant", "seq_len", "vocab_size", "batch", "nfe", "backbone_calls", "seconds",
-                  "forward_seconds", "overhead_ratio", "spread", "forward_spread"]]
+        cols = ["contestant", "seq_len", "vocab_size", "batch", "nfe", "backbone_calls", "calls_per_run",
+                "seconds", "forward_seconds", "overhead_ratio", "spread", "forward_spread"]
+        o = base[[c for c in cols if c in base]]  # calls_per_run: not in runs made before it existed
         parts += [f"## Sampler overhead (sampling time / the same backbone calls alone; target <= {OVERHEAD_TARGET})",
                   "", _md(o), ""]
     lat = t[t.measure == "latency"]
     if len(lat):
-        cols = ["contestant", "batch", "nfe", "seconds", "spread", "samples_per_s"]
+        cols = ["contestant", "batch", "nfe", "calls_per_run", "seconds", "spread", "samples_per_s"]
         cols += [c for c in t.columns if c.startswith("speedup_vs_")]
-        parts += ["## Latency and samples/s by batch and NFE", "", _md(lat[cols]), ""]
+        parts += ["## Latency and samples/s by batch and NFE", "", _md(lat[[c for c in cols if c in lat]]), ""]
     tr = t[t.measure == "train"]
     if len(tr):
         cols = ["contestant", "batch", "seconds", "spread", "tokens_per_s", "train_cost", "passes_per_s",
