@@ -160,3 +160,36 @@ def test_a_timed_run_repeats_a_short_call_until_it_lasts_min_run_s(monkeypatch):
     assert t.median_s == pytest.approx(0.002)
     assert calls_per_run(fn, min_run_s=0.0, device=cpu) == 1
     assert calls_per_run(fn, min_run_s=0.001, device=cpu) == 1  # one call already lasts long enough
+
+
+def test_speedup_over_ar_is_paired_round_by_round(monkeypatch):
+    """The machine slows down and speeds up between rounds; the speed-up is the median of the
+    within-round ratios (AR time / contestant time), not the ratio of the two medians."""
+    from types import SimpleNamespace
+
+    from flowbench.bench import cases, measure
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
+
+    def contestant(name, family, costs, nfe):
+        costs = iter(costs)  # warm-up, calibration, then one call per round
+
+        def sample_fn(*, n, nfe):
+            def run():
+                clock["now"] += next(costs)
+            return run
+
+        entry = SimpleNamespace(name=name, family=family, sampler="s", compile=False, nfe=nfe)
+        return SimpleNamespace(entry=entry, family=SimpleNamespace(seq_len=4, vocab_size=5),
+                               device=torch.device("cpu"), sample_fn=sample_fn,
+                               nfe_of=lambda k: k if k is not None else 4)
+
+    ar = contestant("ar/kv", "ar_gpt2", [1, 1, 10, 20, 40], None)
+    other = contestant("other/x", "other", [1, 1, 4, 1, 2], [1])
+    bench = SimpleNamespace(batch_sizes=[1], repeats=3, min_run_s=0.0)
+    rows = {r["contestant"]: r for r in cases.latency([ar, other], bench)}
+    # rounds: 10/4, 20/1, 40/2 -> median 20; the ratio of the medians would read 20/2 = 10
+    assert rows["other/x"]["speedup_vs_ar_kv"] == pytest.approx(20.0)
+    assert rows["ar/kv"]["speedup_vs_ar_kv"] == pytest.approx(1.0)
+    assert rows["other/x"]["seconds"] == pytest.approx(2.0)

@@ -86,19 +86,11 @@ def _stamp(bench: Bench) -> dict:
 
 
 def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """train_ratio_to_ar: tokens/s over ar_gpt2's; speedup_vs_ar: samples/s over each AR sampler's
-    at the same batch (columns speedup_vs_<contestant>)."""
+    """train_ratio_to_ar: tokens/s over the AR family's. (Latency rows carry their speed-ups over
+    each AR sampler already, paired round by round: cases.latency.)"""
     table = table.copy()
     train = table["measure"] == "train"
-    ar = table[train & (table["family"] == "ar_gpt2")]
+    ar = table[train & (table["family"] == cases.AR_FAMILY)]
     if len(ar):
         table.loc[train, "train_ratio_to_ar"] = table.loc[train, "tokens_per_s"] / ar["tokens_per_s"].iloc[0]
-    lat = table["measure"] == "latency"
-    for name, ar_rows in table[lat & (table["family"] == "ar_gpt2")].groupby("contestant"):
-        per_batch = ar_rows.set_index("batch")["samples_per_s"]
-        col = f"speedup_vs_{name.replace('/', '_').replace('+', '_')}"
-        table.loc[lat, col] = table.loc[lat, "samples_per_s"] / table.loc[lat, "batch"].map(per_batch)
     return table
-
-
-__all__ = ["Bench", "run_bench", "DEFAULT_BENCH"]

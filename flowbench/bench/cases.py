@@ -112,7 +112,8 @@ def latency(contestants: list[Contestant], bench: Bench) -> list[dict]:
     Interleaved: each round times every configuration once, so a change of the machine's load
     between rounds reaches every contestant alike and the speed-ups over AR compare runs made
     side by side (timed one contestant after another, AR's batch-256 time moved by 40% between
-    runs). Medians over `repeats` rounds, after one untimed run of each."""
+    runs). Medians over `repeats` rounds, after one untimed run of each; the speed-up over each AR
+    contestant is the median over rounds of the two times' ratio within the round."""
     rows = []
     for batch in bench.batch_sizes:
         runs = {(i, nfe): c.sample_fn(n=batch, nfe=nfe)
@@ -126,12 +127,24 @@ def latency(contestants: list[Contestant], bench: Bench) -> list[dict]:
             for key, run in runs.items():
                 times[key].append(time_call(run, repeats=1, device=contestants[key[0]].device, warmup=0,
                                             number=number[key]).median_s)
+        # against each AR contestant, round by round: the two runs of a round are seconds apart,
+        # so a slow drift of the machine's speed cancels in their ratio (a paired comparison)
+        ars = [(i, c.entry.name) for i, c in enumerate(contestants) if c.entry.family == AR_FAMILY]
         for (i, nfe), ts in times.items():
             c, med = contestants[i], statistics.median(ts)
+            paired = {f"speedup_vs_{speedup_column(name)}":
+                      statistics.median(a / b for a, b in zip(times[(j, None)], ts)) for j, name in ars}
             rows.append(_base(c, "latency", batch=batch, nfe=c.nfe_of(nfe), calls_per_run=number[(i, nfe)],
                               seconds=med, spread=_spread(ts),
-                              repeats=bench.repeats, samples_per_s=batch / med))
+                              repeats=bench.repeats, samples_per_s=batch / med, **paired))
     return rows
+
+
+AR_FAMILY = "ar_gpt2"  # the baseline every sampler's speed is quoted against
+
+
+def speedup_column(contestant: str) -> str:
+    return contestant.replace("/", "_").replace("+", "_")
 
 
 def sampling_memory(c: Contestant, bench: Bench) -> list[dict]:
