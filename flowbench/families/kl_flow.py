@@ -79,7 +79,7 @@ context is worth in the band.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -110,8 +110,15 @@ class KLFlowParams(Params):
 
 
 class _Decode(SamplerParams):
-    # x_1 from the denoiser's last output: drawn from it (NFE 1 samples the marginals) or its mode
+    """decode: x_1 from the denoiser's last output, drawn from it (NFE 1 samples the marginals) or
+    its mode. state_precision: the dtype of the sampler's (n, L, V) state, noise and denoiser
+    log-probabilities: float64 (default, the committed rows bit for bit) or float32 (the
+    conventions' rule: float64 only for the categorical draws, which `sample_categorical` makes in
+    float64 either way); float32 halves the sampler's own work at batch 256 (docs/performance.md)."""
+
     decode: Literal["sample", "argmax"] = "sample"
+    state_precision: Literal["float64", "float32"] = "float64"
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
 
 
 class RandomizedParams(_Decode):
@@ -202,8 +209,8 @@ class KLFlow(Family):
         self._grid(sampler, params)
 
     def _denoise(self, model, l_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """log P(x_1 | x_t, t) in float64: l_t (n, L, V), t 0-dim -> (n, L, V)."""
-        return model(self.model_input(l_t), t=t.expand(l_t.shape[0])).double().log_softmax(-1)
+        """log P(x_1 | x_t, t) in the state's dtype: l_t (n, L, V), t 0-dim -> (n, L, V)."""
+        return model(self.model_input(l_t), t=t.expand(l_t.shape[0])).to(l_t.dtype).log_softmax(-1)
 
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
@@ -220,7 +227,8 @@ class KLFlow(Family):
         grid, n_ode = self._grid(sampler, params)
         device = generator.device
         grid = grid.to(device)
-        l = self.noise((n, self.seq_len), generator=generator)  # (n, L, V) centered l_0
+        dtype = getattr(torch, params.state_precision)
+        l = self.noise((n, self.seq_len), generator=generator, dtype=dtype)  # (n, L, V) centered l_0
         last: dict[str, torch.Tensor] = {}
         if n_ode:
             def velocity(t, l_t):
@@ -231,7 +239,8 @@ class KLFlow(Family):
             l = solve(velocity, l, grid[: n_ode + 1], solver=params.solver)
         l, logp = randomized_steps(
             lambda l_t, t: self._denoise(model, l_t, t),
-            lambda x1, t: (1 - t) * self.noise((n, self.seq_len), generator=generator) + t * self.target_logits(x1),
+            lambda x1, t: ((1 - t) * self.noise((n, self.seq_len), generator=generator, dtype=dtype)
+                           + t * self.target_logits(x1, dtype=dtype)),
             l, grid[n_ode:], generator=generator)
         return l, last["logp"] if logp is None else logp
 

@@ -219,3 +219,26 @@ def test_oracle_ode_reaches_the_entropy_rate(tiny_language):
     assert nll("randomized", RandomizedParams(nfe=64), 600) == pytest.approx(h, abs=0.2)
     # one call draws every token from its marginal: far from the language
     assert nll("ode", ODEParams(nfe=1), 600) > h + 2.0
+
+
+def test_float32_state_is_the_sampler_s_choice_and_samples_the_same_language():
+    """state_precision float32 keeps the state, noise and denoiser log-probabilities in float32
+    (other noise draws than float64's, so equal in distribution, not sample for sample); the
+    default float64 is left out of a row's key, float32 enters it."""
+    V, L, n = 6, 4, 2000
+    prior = torch.tensor([0.45, 0.25, 0.15, 0.08, 0.05, 0.02], dtype=torch.float64)
+    fam = family(V, L)
+    oracle = fam.oracle_model(independent_posterior(prior.log()))
+    freqs = {}
+    for precision in ("float64", "float32"):
+        for sampler, params in (("ode", ODEParams(nfe=16, state_precision=precision)),
+                                ("randomized", RandomizedParams(nfe=16, state_precision=precision))):
+            final, logp = fam.trajectory(oracle, n=n, sampler=sampler, params=params, generator=gen(4))
+            assert final.dtype == logp.dtype == getattr(torch, precision), (sampler, precision)
+            x = fam.sample(oracle, n=n, sampler=sampler, params=params, generator=gen(4))
+            freqs[precision, sampler] = torch.bincount(x.flatten(), minlength=V).double() / x.numel()
+    for (precision, sampler), freq in freqs.items():
+        assert 0.5 * (freq - prior).abs().sum().item() < 0.03, (precision, sampler)
+    assert "state_precision" not in ODEParams(nfe=2).key_dump()
+    assert ODEParams(nfe=2, state_precision="float32").key_dump()["state_precision"] == "float32"
+    assert HybridParams(nfe=2, state_precision="float32").key_dump()["state_precision"] == "float32"
