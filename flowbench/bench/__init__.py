@@ -94,3 +94,6 @@ def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
     if len(ar):
         table.loc[train, "train_ratio_to_ar"] = table.loc[train, "tokens_per_s"] / ar["tokens_per_s"].iloc[0]
     return table
+
+
+__all__ = ["Bench", "run_bench", "DEFAULT_BENCH"]

@@ -6,9 +6,9 @@ relative spread (max - min) / median of its runs, so a reader sees how noisy a s
 from __future__ import annotations
 
 import contextvars
-import math
 import ctypes
 import ctypes.util
+import math
 import os
 import statistics
 import threading
