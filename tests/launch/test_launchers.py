@@ -20,7 +20,20 @@ def rows(csv_path):
         return {r["row_key"]: {m: r[m] for m in METRICS} for r in csv.DictReader(f)}
 
 
-def test_debug_launcher_gives_the_local_rows_and_a_record(tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit equal rows from two trainings in one process need one torch thread: with two,
+    the validation loss of two identical models differed in its last bits on one machine (an
+    AMD EPYC; the samples and every other metric equal), as reductions split across threads may."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_debug_launcher_gives_the_local_rows_and_a_record(tmp_path, monkeypatch, one_thread):
     only = {"family": "mdlm"}
     local = rows(run_suite(SMOKE, out=tmp_path / "local", only=only, jobs=1, progress=False))
     monkeypatch.setenv("FLOWBENCH_CACHE", str(tmp_path / "cache-debug"))  # trains again
