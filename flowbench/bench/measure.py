@@ -6,8 +6,6 @@ relative spread (max - min) / median of its runs, so a reader sees how noisy a s
 from __future__ import annotations
 
 import contextvars
-import ctypes
-import ctypes.util
 import math
 import os
 import statistics
@@ -17,6 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from flowbench.allocator import glibc
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def calls_per_run(fn: Callable[[], object], *, min_run_s: float, device: torch.d
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+_LIBC = glibc()
 
 
 def _rss_bytes() -> int:
@@ -84,10 +84,8 @@ class PhaseMemory:
             self.base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
-        try:
+        if _LIBC is not None:
             _LIBC.malloc_trim(0)
-        except AttributeError:  # not glibc
-            pass
         self.base = self.peak = _rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
