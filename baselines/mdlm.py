@@ -123,7 +123,7 @@ class MDLM(Family):
             reveal = masked & (torch.rand(x.shape, generator=generator, device=device,
                                           dtype=torch.float64) < p_reveal[k])
             draw = sample_categorical(logits, generator=generator, temperature=params.temperature,
-                                      top_p=params.top_p)
+                                      top_p=params.top_p, only=reveal)  # -1 where not revealed
             x = torch.where(reveal, draw, x)
             if cached:  # only the cached sampler needs to know on the host (one sync per step)
                 changed = bool(reveal.any())

@@ -278,8 +278,16 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
 
 
+def picks_rows_on_host(device: torch.device) -> bool:
+    """Whether `sample_categorical(only=...)` may pick its rows on the host: free on the CPU; on a
+    GPU, reading the mask would wait for every queued kernel at every sampler step, so there all
+    rows are drawn and the unused ones set to -1."""
+    return device.type == "cpu"
+
+
 def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator, temperature: float = 1.0,
-                       top_p: float = 1.0, max_bytes: int = SAMPLE_BUDGET_BYTES) -> torch.Tensor:
+                       top_p: float = 1.0, only: torch.Tensor | None = None,
+                       max_bytes: int = SAMPLE_BUDGET_BYTES) -> torch.Tensor:
     """Draw ids (...,) from logits (..., V) by inverting the float64 cumulative distribution.
 
     Per row: c = cumsum(exp(logits - max)) in float64, one uniform u in (0, 1], and the id is the
@@ -294,19 +302,41 @@ def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator, temp
     under `max_bytes` (at least one row): with a hub vocabulary (V = 50257) an unchunked draw at
     n = 256, L = 128 would need about 13 GB. Uniforms are drawn chunk after chunk from the one
     generator; a CPU generator fills them in the order of a single draw, so the ids are identical
-    to an unchunked draw (a CUDA generator's are equal in distribution only)."""
+    to an unchunked draw (a CUDA generator's are equal in distribution only).
+
+    only: a bool mask (...,) of the rows whose id is used (the positions a sampler step changes);
+    the others come back as -1 and cost one uniform each. Every row's uniform is still drawn, in
+    the same order, so the drawn rows and the generator's next state are those of a full draw: a
+    masked-diffusion step at NFE 64 inverts about 1/64 of the rows instead of all of them (on the
+    CPU: `picks_rows_on_host`)."""
     V = logits.shape[-1]
     flat = logits.reshape(-1, V)                                                   # (N, V)
     rows = max(1, max_bytes // (8 * V))
     out = torch.empty(flat.shape[0], dtype=torch.long, device=logits.device)
+    used = None if only is None else only.reshape(-1)                               # (N,) bool
+    select = used is not None and picks_rows_on_host(logits.device)
+    if select:
+        out.fill_(-1)
     for i in range(0, flat.shape[0], rows):
-        chunk = flat[i:i + rows].to(torch.float64)
+        chunk, pick = flat[i:i + rows], None
+        u = torch.rand((chunk.shape[0], 1), dtype=torch.float64, generator=generator, device=logits.device)
+        if select and not bool(used[i:i + rows].all()):
+            pick = used[i:i + rows].nonzero().squeeze(-1)                           # (k,) rows drawn
+            if pick.numel() == 0:
+                continue
+            chunk, u = chunk[pick], u[pick]
+        chunk = chunk.to(torch.float64)
         if temperature != 1.0 or top_p < 1.0:
             chunk = top_p_filter(chunk / temperature, top_p)
         cdf = torch.sub(chunk, chunk.amax(-1, keepdim=True)).exp_().cumsum_(-1)   # (rows, V), new buffer
-        u = torch.rand((chunk.shape[0], 1), dtype=torch.float64, generator=generator, device=logits.device)
         u = torch.sub(1.0, u).mul_(cdf[:, -1:])                                    # in (0, c_V]
-        out[i:i + rows] = torch.searchsorted(cdf, u).clamp_max_(V - 1).squeeze(-1)
+        ids = torch.searchsorted(cdf, u).clamp_max_(V - 1).squeeze(-1)
+        if pick is not None:
+            out[i:i + rows].index_copy_(0, pick, ids)
+            continue
+        if used is not None and not select:  # every row drawn on the device: the unused ones -1
+            ids.masked_fill_(~used[i:i + rows], -1)
+        out[i:i + rows] = ids
     return out.view(logits.shape[:-1])
 
 

@@ -215,7 +215,7 @@ class DFM(Family):
             if self.masked_source:
                 jump &= x == self.mask_id
             draw = sample_categorical(logits, generator=generator, temperature=params.temperature,
-                                      top_p=params.top_p)  # (n, L), may equal x (uniform)
+                                      top_p=params.top_p, only=jump)  # (n, L); -1 where no jump
             x = torch.where(jump, draw, x)
         return x
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from baselines.mdlm import MDLM, AncestralParams, MDLMParams
+import flowbench.families.base as base
 from flowbench.runner import CallCounter
 
 
@@ -95,9 +96,10 @@ class HostReads(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_plain_sampler_never_reads_device_values_on_the_host(micro_language):
+def test_plain_sampler_never_reads_device_values_on_the_host(micro_language, monkeypatch):
     """As dfm's Euler sampler: the GPU runs ahead through every step. Only the cached sampler
-    must ask, once a step, whether any token changed."""
+    must ask, once a step, whether any token changed. Under the GPU's policy the categorical draw
+    does not pick the revealed rows on the host; under the CPU's it does, with the same tokens."""
     fam = family(micro_language)
     logits = torch.randn(4, micro_language.seq_len, micro_language.vocab_size)
 
@@ -107,6 +109,9 @@ def test_plain_sampler_never_reads_device_values_on_the_host(micro_language):
                            generator=torch.Generator().manual_seed(0))
         return x, reads.count
 
+    x_cpu_policy, cpu_reads = draw("ancestral")
+    monkeypatch.setattr(base, "picks_rows_on_host", lambda device: False)
     (x_plain, plain), (x_cached, cached) = draw("ancestral"), draw("ancestral_cached")
     assert plain == 0 and cached == 8
-    assert torch.equal(x_plain, x_cached)
+    assert torch.equal(x_plain, x_cached) and torch.equal(x_plain, x_cpu_policy)
+    assert cpu_reads > 0 and (x_plain >= 0).all()

@@ -57,3 +57,21 @@ def test_zero_mass_is_never_drawn():
     logits = torch.tensor([-torch.inf, 0.0, -torch.inf, 0.0, -torch.inf], dtype=torch.float64).expand(4000, 5)
     x = sample_categorical(logits, generator=torch.Generator().manual_seed(0))
     assert set(x.tolist()) == {1, 3}
+
+
+@pytest.mark.parametrize("rows", [1, 4, 1000])
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_a_masked_draw_is_the_full_draw_on_its_rows(rows, top_p):
+    """only=mask draws just the masked rows, yet every row's uniform is consumed in order: the
+    drawn ids, and the generator's state after, equal a full draw's (chunks that select nothing
+    included); the other rows come back as -1."""
+    logits = 3 * torch.randn(6, 9, 40, generator=torch.Generator().manual_seed(0))
+    only = torch.rand(6, 9, generator=torch.Generator().manual_seed(1)) < 0.3
+    only[2] = False                                   # whole chunks with nothing to draw
+    g_full, g_part = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    full = sample_categorical(logits, generator=g_full, top_p=top_p, max_bytes=rows * 8 * 40)
+    part = sample_categorical(logits, generator=g_part, top_p=top_p, only=only, max_bytes=rows * 8 * 40)
+    assert torch.equal(part[only], full[only])
+    assert (part[~only] == -1).all()
+    assert torch.equal(g_part.get_state(), g_full.get_state())
+    assert torch.equal(torch.rand(3, generator=g_part), torch.rand(3, generator=g_full))
