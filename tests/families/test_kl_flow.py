@@ -242,3 +242,25 @@ def test_float32_state_is_the_sampler_s_choice_and_samples_the_same_language():
     assert "state_precision" not in ODEParams(nfe=2).key_dump()
     assert ODEParams(nfe=2, state_precision="float32").key_dump()["state_precision"] == "float32"
     assert HybridParams(nfe=2, state_precision="float32").key_dump()["state_precision"] == "float32"
+
+
+@pytest.mark.parametrize("nfe", [1, 2, 5])
+def test_sampling_skips_only_the_unread_last_euler_update(nfe):
+    """`sample` decodes the last call's log P, so an all-Euler run stops at that call: the same
+    calls at the same times on the same states give the full trajectory's log P bit for bit; the
+    state it would have stepped to is not formed."""
+    V, L, n = 12, 5, 7
+    fam = family(V, L)
+    torch.manual_seed(0)
+    net = fam.build_model(BackboneConfig(d_model=16, n_layers=1, n_heads=2)).eval()
+    calls = {True: [], False: []}
+    for final_state in (True, False):
+        model = lambda x, t: calls[final_state].append((x.clone(), t.clone())) or net(x, t=t)
+        state, logp = fam.trajectory(model, n=n, sampler="ode", params=ODEParams(nfe=nfe),
+                                     generator=gen(3), final_state=final_state)
+        if final_state:
+            full = logp
+    assert state is None and torch.equal(logp, full)
+    assert len(calls[False]) == len(calls[True]) == nfe
+    for (x_a, t_a), (x_b, t_b) in zip(calls[True], calls[False]):
+        assert torch.equal(x_a, x_b) and torch.equal(t_a, t_b)
