@@ -193,3 +193,21 @@ def test_speedup_over_ar_is_paired_round_by_round(monkeypatch):
     assert rows["other/x"]["speedup_vs_ar_kv"] == pytest.approx(20.0)
     assert rows["ar/kv"]["speedup_vs_ar_kv"] == pytest.approx(1.0)
     assert rows["other/x"]["seconds"] == pytest.approx(2.0)
+
+
+def test_sampler_floor_script_prints_finite_fractions_of_a_forward():
+    """scripts/sampler_floor.py runs at batch 1 and prints every draw as a finite fraction of the
+    simplex forward, which reads exactly 1."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "sampler_floor.py"
+    out = subprocess.run([sys.executable, str(script), "--batch", "1", "--rounds", "1"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = re.findall(r"^  (.+?)\s+([\d.]+) ms\s+([\d.]+)$", out, re.M)
+    names = [name.strip() for name, _, _ in rows]
+    assert "categorical draw, float64 (read)" in names and "normal, float32 (prior)" in names
+    assert len(rows) == 8 and all(math.isfinite(float(f)) and float(f) >= 0 for _, _, f in rows)
+    assert dict((n.strip(), float(f)) for n, _, f in rows)["forward, simplex, (s, t) input"] == 1.0

@@ -1,0 +1,81 @@
+"""The least a sampler must do besides its network at NFE 1, against one bare forward.
+
+`python scripts/sampler_floor.py [--batch 1 256]` times, at the bench size (suites/bench.yaml:
+d = 64 x 3 layers, L = 32, V = 256, one thread), the draws that no implementation of a sampler can
+skip at NFE 1: its prior on the (B, L, V) state and its read of the last output (a float64
+categorical draw, the conventions' rule, or an argmax), and prints each as a fraction of one bare
+forward of a randomly initialised backbone at the same batch. The bench's overhead target (the
+sampling time at most 1.05x the forwards) is out of reach for a sampler whose unavoidable draws
+alone exceed 0.05 of its forward. Times are medians over interleaved rounds; a round repeats each
+call until it lasts 0.1 s.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from flowbench.allocator import retain_freed_memory
+from flowbench.backbone import Backbone
+from flowbench.config import BackboneConfig
+from flowbench.families.base import BackboneSpec, sample_categorical
+from flowbench.families.dirichlet_flow import log_dirichlet
+
+
+def timed(fn, *, min_s: float = 0.1) -> float:
+    """Seconds per call of fn, over back-to-back calls lasting at least min_s."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < min_s or calls == 0:
+        fn()
+        calls += 1
+    return elapsed / calls
+
+
+def primitives(B: int, L: int, V: int) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(B, L, V)
+    return {
+        "categorical draw, float64 (read)": lambda: sample_categorical(logits, generator=gen),
+        "argmax (read)": lambda: logits.argmax(-1),
+        "normal, float32 (prior)": lambda: torch.randn(B, L, V, generator=gen),
+        "normal, float64 (prior)": lambda: torch.randn(B, L, V, generator=gen, dtype=torch.float64),
+        "Dirichlet(16), float64 (prior)": lambda: log_dirichlet((B, L, V), alpha=16.0, generator=gen),
+        "uniform tokens (prior)": lambda: torch.randint(V, (B, L), generator=gen),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 256])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    retain_freed_memory()
+    torch.set_num_threads(1)
+    L, V, config = 32, 256, BackboneConfig(d_model=64, n_layers=3, n_heads=4)
+    torch.manual_seed(0)
+    specs = {"tokens": BackboneSpec(cond="none", input="tokens", extra_tokens=1),
+             "simplex, (s, t)": BackboneSpec(cond="st", input="simplex")}
+    nets = {k: Backbone(spec=s, config=config, vocab_size=V, seq_len=L).eval() for k, s in specs.items()}
+    for B in args.batch:
+        inputs = {"tokens": (torch.randint(V, (B, L)), {}),
+                  "simplex, (s, t)": (torch.randn(B, L, V).softmax(-1),
+                                      {"s": torch.zeros(B), "t": torch.ones(B)})}
+        calls = {f"forward, {k} input": (lambda k=k: nets[k](inputs[k][0], **inputs[k][1])) for k in nets}
+        calls.update(primitives(B, L, V))
+        times = {k: [] for k in calls}
+        with torch.inference_mode():
+            for _ in range(args.rounds):
+                for name, fn in calls.items():
+                    times[name].append(timed(fn))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        forward = med["forward, simplex, (s, t) input"]
+        print(f"\nbatch {B}, L {L}, V {V}: medians of {args.rounds} rounds; fraction of the simplex forward")
+        for name, s in med.items():
+            print(f"  {name:34s} {s * 1e3:9.3f} ms  {s / forward:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
