@@ -109,7 +109,7 @@ turned later than cosine and scored 384 / 686 / 1079 with the old warp).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -167,6 +167,11 @@ class ODEParams(SamplerParams):
     t_end: float = Field(1.0, gt=0.0, le=1.0)
     # the final Pi read by argmax or by a float64 categorical draw
     decode: Literal["argmax", "multinomial"] = "argmax"
+    # the dtype of the sampler's (n, L, V) state, prior and velocity: float64 (default, the
+    # committed rows bit for bit) or float32 (alpha >= 1; the prior's Gamma draws by gamma_draws;
+    # the categorical draw stays float64 either way)
+    state_precision: Literal["float64", "float32"] = "float64"
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
 
 
 class RandomizedParams(SamplerParams):
@@ -177,18 +182,56 @@ class RandomizedParams(SamplerParams):
     grid_power: float = Field(3.0, ge=1.0)  # power grid t_k = (k / n)^q
     # the last call's mu decoded by a float64 categorical draw or its argmax
     decode: Literal["multinomial", "argmax"] = "multinomial"
+    state_precision: Literal["float64", "float32"] = "float64"  # as ODEParams
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
+
+
+def gamma_draws(conc: float, shape: tuple[int, ...], *, generator: torch.Generator,
+                dtype=torch.float32) -> torch.Tensor:
+    """Gamma(conc) draws (conc >= 1) by Marsaglia and Tsang's method (ACM TOMS 26(3), 2000),
+    vectorized over the whole tensor.
+
+    With d = conc - 1/3, c = 1 / sqrt(9 d), x ~ N(0, 1) and v = (1 + c x)^3, d v is accepted when
+    v > 0 and log u < x^2 / 2 + d - d v + d log v for u ~ U(0, 1); the entries turned down (under
+    1% at conc = 17) are drawn again until none is left. One normal and one uniform per entry,
+    against torch's Gamma sampler, which draws entry by entry and costs about as much in float32
+    as in float64 (about 7x a float32 normal draw at 256 x 32 x 256)."""
+    if conc < 1:
+        raise ValueError(f"gamma_draws needs conc >= 1, got {conc}")
+    device = generator.device
+    d = conc - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    out = torch.empty(math.prod(shape), dtype=dtype, device=device)
+    todo = None                                                      # None: every entry
+    while todo is None or todo.numel():
+        k = out.numel() if todo is None else todo.numel()
+        x = torch.randn(k, generator=generator, dtype=dtype, device=device)
+        u = torch.rand(k, generator=generator, dtype=dtype, device=device)
+        v = (1.0 + c * x) ** 3
+        accept = (v > 0) & (u.log() < 0.5 * x * x + d - d * v + d * v.log())  # log of v <= 0: nan, False
+        if todo is None:
+            out = d * v
+            todo = (~accept).nonzero().squeeze(-1)
+        else:
+            out[todo[accept]] = d * v[accept]
+            todo = todo[~accept]
+    return out.view(shape)
 
 
 def log_dirichlet(shape: tuple[int, ...], *, alpha: float, generator: torch.Generator,
-                  dtype=torch.float64) -> torch.Tensor:
+                  dtype=torch.float64, gamma: Literal["torch", "marsaglia_tsang"] = "torch") -> torch.Tensor:
     """log of Dirichlet(alpha 1_V) draws over the last axis of `shape`, float64 (or dtype), never
     -inf rows.
 
     G_v = G'_v U_v^(1/alpha) with G'_v ~ Gamma(alpha + 1), U_v ~ U(0, 1) is Gamma(alpha);
-    log Pi = log G - logsumexp(log G)."""
+    log Pi = log G - logsumexp(log G). G' from torch's Gamma sampler (training, and the float64
+    samplers) or `gamma_draws` (the float32 samplers)."""
     device = generator.device
-    conc = torch.full(shape, alpha + 1.0, dtype=dtype, device=device)
-    log_g = torch._standard_gamma(conc, generator=generator).log()
+    if gamma == "marsaglia_tsang":
+        log_g = gamma_draws(alpha + 1.0, shape, generator=generator, dtype=dtype).log()
+    else:
+        conc = torch.full(shape, alpha + 1.0, dtype=dtype, device=device)
+        log_g = torch._standard_gamma(conc, generator=generator).log()
     u = torch.rand(shape, dtype=dtype, generator=generator, device=device)
     log_g = log_g + u.clamp_min(torch.finfo(dtype).tiny).log() / alpha  # (..., V)
     return torch.log_softmax(log_g, dim=-1)
@@ -259,9 +302,11 @@ class DirichletFlow(Family):
         return BackboneSpec(cond="t", input="simplex", self_cond=self.self_cond_rate > 0)
 
     # --- path and training ---------------------------------------------------------------------
-    def prior(self, shape: tuple[int, ...], *, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    def prior(self, shape: tuple[int, ...], *, generator: torch.Generator, dtype=torch.float64,
+              gamma: Literal["torch", "marsaglia_tsang"] = "torch") -> torch.Tensor:
         """Pi_0 ~ Dirichlet(alpha 1_V) per position: (..., V) float64 (or dtype), drawn in log space."""
-        return log_dirichlet((*shape, self.vocab_size), alpha=self.alpha, generator=generator, dtype=dtype).exp()
+        return log_dirichlet((*shape, self.vocab_size), alpha=self.alpha, generator=generator, dtype=dtype,
+                             gamma=gamma).exp()
 
     def path(self, pi0: torch.Tensor, x1: torch.Tensor, *, t: torch.Tensor) -> torch.Tensor:
         """Pi_t = (1 - t) Pi_0 + t z: pi0 (B, L, V), ids x1 (B, L), t (B,) -> (B, L, V) in pi0's dtype."""
@@ -297,6 +342,9 @@ class DirichletFlow(Family):
 
     # --- sampling ----------------------------------------------------------------------------
     def check_sampler(self, sampler, params):
+        if params.state_precision == "float32" and self.alpha < 1:
+            raise ValueError(f"state_precision float32 needs alpha >= 1: Dirichlet({self.alpha:.3g}) "
+                             f"prior coordinates underflow float32 (module docstring)")
         if sampler == "randomized":
             if self.params.head != "denoiser":
                 raise ValueError("sampler 'randomized' draws x_1 from the denoiser: it needs head='denoiser'")
@@ -307,29 +355,35 @@ class DirichletFlow(Family):
                              f"(mu - x)/(1 - t) is undefined: set t_end < 1")
 
     def velocity(self, model, x: torch.Tensor, *, t: torch.Tensor) -> torch.Tensor:
-        """dx/dt at the float64 state x (n, L, V) and the scalar time t, one backbone call."""
+        """dx/dt at the state x (n, L, V; float64, or float32) and the scalar time t, one backbone
+        call; in x's dtype."""
         n = x.shape[0]
         t = t.double().expand(n).to(x.device)                                         # (n,)
-        out = model(x, t=self.warp.to_u(t)).double()                                  # (n, L, V)
+        out = model(x, t=self.warp.to_u(t)).to(x.dtype)                              # (n, L, V)
         if self.params.head == "velocity":
             return out
         mu = torch.softmax(out, dim=-1)
-        return (mu - x) / (1.0 - t)[:, None, None]
+        return (mu - x) / (1.0 - t).to(x.dtype)[:, None, None]
 
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
         self.check_sampler(sampler, params)
         device = generator.device
         model = self.sampling_model(model)
-        x0 = self.prior((n, self.seq_len), generator=generator)                      # (n, L, V)
+        dtype = getattr(torch, params.state_precision)
+        # float32: torch's Gamma sampler costs as much as in float64, so the prior's Gamma
+        # draws come from gamma_draws (the same law, other random numbers)
+        prior = lambda: self.prior((n, self.seq_len), generator=generator, dtype=dtype,   # noqa: E731
+                                   gamma="torch" if dtype == torch.float64 else "marsaglia_tsang")
+        x0 = prior()                                                                   # (n, L, V)
         if sampler == "randomized":
             grid = time_grid(params.nfe, kind=params.grid, warp=self.warp, power=params.grid_power,
                              t_end=1.0).to(device)
             _, logits = randomized_steps(
                 lambda x, t: model(x.float(), t=self.warp.to_u(t).expand(n).float()),
-                lambda x1, t: self.path(self.prior((n, self.seq_len), generator=generator), x1, t=t.expand(n)),
+                lambda x1, t: self.path(prior(), x1, t=t.expand(n)),
                 x0, grid, generator=generator)
-            log_p = logits.double().log_softmax(-1)
+            log_p = logits.to(torch.promote_types(logits.dtype, dtype)).log_softmax(-1)
         else:
             grid = time_grid(steps_for(params.nfe, params.solver), kind=params.grid, warp=self.warp,
                              power=params.grid_power, t_end=params.t_end).to(device)
