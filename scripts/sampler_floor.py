@@ -21,7 +21,7 @@ from flowbench.allocator import retain_freed_memory
 from flowbench.backbone import Backbone
 from flowbench.config import BackboneConfig
 from flowbench.families.base import BackboneSpec, sample_categorical
-from flowbench.families.dirichlet_flow import log_dirichlet
+from flowbench.families.dirichlet_flow import dirichlet_draws, log_dirichlet
 
 
 def timed(fn, *, min_s: float = 0.1) -> float:
@@ -43,8 +43,8 @@ def primitives(B: int, L: int, V: int) -> dict:
         "normal, float32 (prior)": lambda: torch.randn(B, L, V, generator=gen),
         "normal, float64 (prior)": lambda: torch.randn(B, L, V, generator=gen, dtype=torch.float64),
         "Dirichlet(16), float64 (prior)": lambda: log_dirichlet((B, L, V), alpha=16.0, generator=gen),
-        "Dirichlet(16), float32, vectorized (prior)": lambda: log_dirichlet(
-            (B, L, V), alpha=16.0, generator=gen, dtype=torch.float32, gamma="marsaglia_tsang"),
+        "Dirichlet(16), float32, vectorized (prior)": lambda: dirichlet_draws((B, L, V), alpha=16.0,
+                                                                              generator=gen),
         "uniform tokens (prior)": lambda: torch.randint(V, (B, L), generator=gen),
     }
 

@@ -168,7 +168,7 @@ class ODEParams(SamplerParams):
     # the final Pi read by argmax or by a float64 categorical draw
     decode: Literal["argmax", "multinomial"] = "argmax"
     # the dtype of the sampler's (n, L, V) state, prior and velocity: float64 (default, the
-    # committed rows bit for bit) or float32 (alpha >= 1; the prior's Gamma draws by gamma_draws;
+    # committed rows bit for bit) or float32 (alpha >= 1; the prior drawn by dirichlet_draws;
     # the categorical draw stays float64 either way)
     state_precision: Literal["float64", "float32"] = "float64"
     keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
@@ -192,46 +192,52 @@ def gamma_draws(conc: float, shape: tuple[int, ...], *, generator: torch.Generat
     vectorized over the whole tensor.
 
     With d = conc - 1/3, c = 1 / sqrt(9 d), x ~ N(0, 1) and v = (1 + c x)^3, d v is accepted when
-    v > 0 and log u < x^2 / 2 + d - d v + d log v for u ~ U(0, 1); the entries turned down (under
-    1% at conc = 17) are drawn again until none is left. One normal and one uniform per entry,
-    against torch's Gamma sampler, which draws entry by entry and costs about as much in float32
-    as in float64 (about 7x a float32 normal draw at 256 x 32 x 256)."""
+    log u < x^2 / 2 + d (1 - v + log v) for u ~ U(0, 1) (v <= 0 makes the right side nan or -inf:
+    turned down); the entries turned down (0.15% at conc = 17, 5% at conc = 1) are drawn again
+    until none is left. One normal and one uniform per entry, against torch's Gamma sampler, which
+    draws entry by entry and costs about as much in float32 as in float64."""
     if conc < 1:
         raise ValueError(f"gamma_draws needs conc >= 1, got {conc}")
     device = generator.device
     d = conc - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
-    out = torch.empty(math.prod(shape), dtype=dtype, device=device)
-    todo = None                                                      # None: every entry
-    while todo is None or todo.numel():
-        k = out.numel() if todo is None else todo.numel()
+
+    def attempt(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k proposals d v and whether each is accepted; in-place arithmetic, one buffer each."""
         x = torch.randn(k, generator=generator, dtype=dtype, device=device)
         u = torch.rand(k, generator=generator, dtype=dtype, device=device)
-        v = (1.0 + c * x) ** 3
-        accept = (v > 0) & (u.log() < 0.5 * x * x + d - d * v + d * v.log())  # log of v <= 0: nan, False
-        if todo is None:
-            out = d * v
-            todo = (~accept).nonzero().squeeze(-1)
-        else:
-            out[todo[accept]] = d * v[accept]
-            todo = todo[~accept]
+        v = x.mul(c).add_(1.0).pow_(3)                                   # (1 + c x)^3
+        bound = v.log().sub_(v).add_(1.0).mul_(d).addcmul_(x, x, value=0.5)
+        return v.mul_(d), torch.lt(u.log_(), bound)
+
+    out, accept = attempt(math.prod(shape))
+    todo = (~accept).nonzero().squeeze(-1)
+    while todo.numel():
+        draw, accept = attempt(todo.numel())
+        out[todo[accept]] = draw[accept]
+        todo = todo[~accept]
     return out.view(shape)
 
 
+def dirichlet_draws(shape: tuple[int, ...], *, alpha: float, generator: torch.Generator,
+                    dtype=torch.float32) -> torch.Tensor:
+    """Dirichlet(alpha 1_V) draws over the last axis of `shape` for alpha >= 1: Gamma(alpha) draws
+    (`gamma_draws`) divided by their sum. The float32 samplers' prior; alpha < 1 needs the log
+    space of `log_dirichlet`."""
+    g = gamma_draws(alpha, shape, generator=generator, dtype=dtype)  # (..., V)
+    return g.div_(g.sum(-1, keepdim=True))
+
+
 def log_dirichlet(shape: tuple[int, ...], *, alpha: float, generator: torch.Generator,
-                  dtype=torch.float64, gamma: Literal["torch", "marsaglia_tsang"] = "torch") -> torch.Tensor:
+                  dtype=torch.float64) -> torch.Tensor:
     """log of Dirichlet(alpha 1_V) draws over the last axis of `shape`, float64 (or dtype), never
     -inf rows.
 
     G_v = G'_v U_v^(1/alpha) with G'_v ~ Gamma(alpha + 1), U_v ~ U(0, 1) is Gamma(alpha);
-    log Pi = log G - logsumexp(log G). G' from torch's Gamma sampler (training, and the float64
-    samplers) or `gamma_draws` (the float32 samplers)."""
+    log Pi = log G - logsumexp(log G)."""
     device = generator.device
-    if gamma == "marsaglia_tsang":
-        log_g = gamma_draws(alpha + 1.0, shape, generator=generator, dtype=dtype).log()
-    else:
-        conc = torch.full(shape, alpha + 1.0, dtype=dtype, device=device)
-        log_g = torch._standard_gamma(conc, generator=generator).log()
+    conc = torch.full(shape, alpha + 1.0, dtype=dtype, device=device)
+    log_g = torch._standard_gamma(conc, generator=generator).log()
     u = torch.rand(shape, dtype=dtype, generator=generator, device=device)
     log_g = log_g + u.clamp_min(torch.finfo(dtype).tiny).log() / alpha  # (..., V)
     return torch.log_softmax(log_g, dim=-1)
@@ -303,10 +309,12 @@ class DirichletFlow(Family):
 
     # --- path and training ---------------------------------------------------------------------
     def prior(self, shape: tuple[int, ...], *, generator: torch.Generator, dtype=torch.float64,
-              gamma: Literal["torch", "marsaglia_tsang"] = "torch") -> torch.Tensor:
-        """Pi_0 ~ Dirichlet(alpha 1_V) per position: (..., V) float64 (or dtype), drawn in log space."""
-        return log_dirichlet((*shape, self.vocab_size), alpha=self.alpha, generator=generator, dtype=dtype,
-                             gamma=gamma).exp()
+              vectorized: bool = False) -> torch.Tensor:
+        """Pi_0 ~ Dirichlet(alpha 1_V) per position: (..., V) float64 (or dtype), drawn in log space
+        by torch's Gamma sampler, or (vectorized, alpha >= 1) by `dirichlet_draws`."""
+        if vectorized:
+            return dirichlet_draws((*shape, self.vocab_size), alpha=self.alpha, generator=generator, dtype=dtype)
+        return log_dirichlet((*shape, self.vocab_size), alpha=self.alpha, generator=generator, dtype=dtype).exp()
 
     def path(self, pi0: torch.Tensor, x1: torch.Tensor, *, t: torch.Tensor) -> torch.Tensor:
         """Pi_t = (1 - t) Pi_0 + t z: pi0 (B, L, V), ids x1 (B, L), t (B,) -> (B, L, V) in pi0's dtype."""
@@ -371,10 +379,10 @@ class DirichletFlow(Family):
         device = generator.device
         model = self.sampling_model(model)
         dtype = getattr(torch, params.state_precision)
-        # float32: torch's Gamma sampler costs as much as in float64, so the prior's Gamma
-        # draws come from gamma_draws (the same law, other random numbers)
+        # float32: torch's Gamma sampler costs as much as in float64, so the prior comes from
+        # dirichlet_draws (the same law, other random numbers)
         prior = lambda: self.prior((n, self.seq_len), generator=generator, dtype=dtype,   # noqa: E731
-                                   gamma="torch" if dtype == torch.float64 else "marsaglia_tsang")
+                                   vectorized=dtype == torch.float32)
         x0 = prior()                                                                   # (n, L, V)
         if sampler == "randomized":
             grid = time_grid(params.nfe, kind=params.grid, warp=self.warp, power=params.grid_power,
