@@ -8,12 +8,18 @@ forward of a randomly initialised backbone at the same batch. The bench's overhe
 sampling time at most 1.05x the forwards) is out of reach for a sampler whose unavoidable draws
 alone exceed 0.05 of its forward. Times are medians over interleaved rounds; a round repeats each
 call until it lasts 0.1 s.
+
+It then times flow_map at NFE 1 against AR's 32 KV-cached calls at batch 1 (the bench's
+contestants), each as its sampler and as its network calls replayed alone, round after round:
+the ratio of the replayed calls is what the samples/s ratio would be with no sampler work on
+either side.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -49,10 +55,37 @@ def primitives(B: int, L: int, V: int) -> dict:
     }
 
 
+def batch1_ratios(rounds: int) -> tuple[list[float], list[float]]:
+    """Per round: AR's sampling time / flow_map's at NFE 1, and the same for their replayed
+    network calls (`flowbench.bench.measure.RecordedCalls`), batch 1, bench size."""
+    import yaml
+
+    from flowbench.bench.cases import build
+    from flowbench.bench.config import Bench
+    from flowbench.bench.measure import RecordedCalls
+    from flowbench.config import validate
+
+    suite = Path(__file__).resolve().parents[1] / "suites" / "bench_headline.yaml"
+    bench = validate(Bench, yaml.safe_load(suite.read_text()), str(suite))
+    entries = {e.name: e for e in bench.entries}
+    calls = {}
+    for name, nfe in (("ar_gpt2/kv_cache", None), ("flow_map/flow_map", 1)):
+        c = build(entries[name], bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
+        recorded = RecordedCalls(c.model)
+        c.sample_fn(n=1, nfe=nfe, model=recorded)()
+        calls[name] = (c.sample_fn(n=1, nfe=nfe), recorded.replay)
+    sampling, forwards = [], []
+    for _ in range(rounds):
+        (ar_s, ar_f), (fm_s, fm_f) = ([timed(f) for f in pair] for pair in calls.values())
+        sampling.append(ar_s / fm_s)
+        forwards.append(ar_f / fm_f)
+    return sampling, forwards
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 256])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the batch-1 ratio: 15 in docs)")
     args = parser.parse_args()
     retain_freed_memory()
     torch.set_num_threads(1)
@@ -77,6 +110,10 @@ def main() -> None:
         print(f"\nbatch {B}, L {L}, V {V}: medians of {args.rounds} rounds; fraction of the simplex forward")
         for name, s in med.items():
             print(f"  {name:44s} {s * 1e3:9.3f} ms  {s / forward:6.3f}")
+    sampling, forwards = batch1_ratios(args.rounds)
+    print(f"\nbatch 1, flow_map NFE 1 samples/s over AR kv_cache's, medians of {args.rounds} rounds:")
+    print(f"  sampling {statistics.median(sampling):.1f}x (rounds {min(sampling):.1f}-{max(sampling):.1f}); "
+          f"network calls alone {statistics.median(forwards):.1f}x (rounds {min(forwards):.1f}-{max(forwards):.1f})")
 
 
 if __name__ == "__main__":

@@ -211,3 +211,5 @@ def test_sampler_floor_script_prints_finite_fractions_of_a_forward():
     assert "categorical draw, float64 (read)" in names and "normal, float32 (prior)" in names
     assert len(rows) == 9 and all(math.isfinite(float(f)) and float(f) >= 0 for _, _, f in rows)
     assert dict((n.strip(), float(f)) for n, _, f in rows)["forward, simplex, (s, t) input"] == 1.0
+    ratios = re.search(r"sampling ([\d.]+)x .*network calls alone ([\d.]+)x", out)
+    assert ratios and all(float(r) > 0 for r in ratios.groups())
