@@ -18,26 +18,27 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from flowbench.allocator import retain_freed_memory
 from flowbench.backbone import Backbone
+from flowbench.bench.measure import RecordedCalls, calls_per_run, time_call
 from flowbench.config import BackboneConfig
 from flowbench.families.base import BackboneSpec, sample_categorical
 from flowbench.families.dirichlet_flow import dirichlet_draws, log_dirichlet
 
 
-def timed(fn, *, min_s: float = 0.1) -> float:
-    """Seconds per call of fn, over back-to-back calls lasting at least min_s."""
+CPU = torch.device("cpu")
+
+
+def timed(fn) -> float:
+    """Seconds per call of fn (warmed up), over back-to-back calls filling a 0.1 s run, as the
+    bench times its runs."""
     fn()
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < min_s or calls == 0:
-        fn()
-        calls += 1
-    return elapsed / calls
+    number = calls_per_run(fn, min_run_s=0.1, device=CPU)
+    return time_call(fn, repeats=1, device=CPU, warmup=0, number=number).median_s
 
 
 def primitives(B: int, L: int, V: int) -> dict:
@@ -62,7 +63,6 @@ def batch1_ratios(rounds: int) -> tuple[list[float], list[float]]:
 
     from flowbench.bench.cases import build
     from flowbench.bench.config import Bench
-    from flowbench.bench.measure import RecordedCalls
     from flowbench.config import validate
 
     suite = Path(__file__).resolve().parents[1] / "suites" / "bench_headline.yaml"

@@ -384,11 +384,14 @@ class DirichletFlow(Family):
         device = generator.device
         model = self.sampling_model(model)
         dtype = getattr(torch, params.state_precision)
-        # float32: torch's Gamma sampler costs as much as in float64, so the prior comes from
-        # dirichlet_draws (the same law, other random numbers)
-        prior = lambda: self.prior((n, self.seq_len), generator=generator, dtype=dtype,   # noqa: E731
-                                   vectorized=dtype == torch.float32)
-        x0 = prior()                                                                   # (n, L, V)
+
+        def prior() -> torch.Tensor:
+            # float32: torch's Gamma sampler costs as much as in float64, so the prior comes from
+            # dirichlet_draws (the same law, other random numbers)
+            return self.prior((n, self.seq_len), generator=generator, dtype=dtype,
+                              vectorized=dtype == torch.float32)                  # (n, L, V)
+
+        x0 = prior()
         if sampler == "randomized":
             grid = time_grid(params.nfe, kind=params.grid, warp=self.warp, power=params.grid_power,
                              t_end=1.0).to(device)
