@@ -7,7 +7,7 @@ categorical draw, the conventions' rule, or an argmax), and prints each as a fra
 forward of a randomly initialised backbone at the same batch. The bench's overhead target (the
 sampling time at most 1.05x the forwards) is out of reach for a sampler whose unavoidable draws
 alone exceed 0.05 of its forward. Times are medians over interleaved rounds; a round repeats each
-call until it lasts 0.1 s.
+call until it lasts 0.1 s (`--min-run-s`).
 
 It then times flow_map at NFE 1 against AR's 32 KV-cached calls at batch 1 (the bench's
 contestants), each as its sampler and as its network calls replayed alone, round after round:
@@ -33,11 +33,11 @@ from flowbench.families.dirichlet_flow import dirichlet_draws, log_dirichlet
 CPU = torch.device("cpu")
 
 
-def timed(fn) -> float:
-    """Seconds per call of fn (warmed up), over back-to-back calls filling a 0.1 s run, as the
-    bench times its runs."""
+def timed(fn, min_run_s: float = 0.1) -> float:
+    """Seconds per call of fn (warmed up), over back-to-back calls filling a run of min_run_s, as
+    the bench times its runs."""
     fn()
-    number = calls_per_run(fn, min_run_s=0.1, device=CPU)
+    number = calls_per_run(fn, min_run_s=min_run_s, device=CPU)
     return time_call(fn, repeats=1, device=CPU, warmup=0, number=number).median_s
 
 
@@ -56,7 +56,7 @@ def primitives(B: int, L: int, V: int) -> dict:
     }
 
 
-def batch1_ratios(rounds: int) -> tuple[list[float], list[float]]:
+def batch1_ratios(rounds: int, min_run_s: float) -> tuple[list[float], list[float]]:
     """Per round: AR's sampling time / flow_map's at NFE 1, and the same for their replayed
     network calls (`flowbench.bench.measure.RecordedCalls`), batch 1, bench size."""
     import yaml
@@ -76,7 +76,7 @@ def batch1_ratios(rounds: int) -> tuple[list[float], list[float]]:
         calls[name] = (c.sample_fn(n=1, nfe=nfe), recorded.replay)
     sampling, forwards = [], []
     for _ in range(rounds):
-        (ar_s, ar_f), (fm_s, fm_f) = ([timed(f) for f in pair] for pair in calls.values())
+        (ar_s, ar_f), (fm_s, fm_f) = ([timed(f, min_run_s) for f in pair] for pair in calls.values())
         sampling.append(ar_s / fm_s)
         forwards.append(ar_f / fm_f)
     return sampling, forwards
@@ -86,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 256])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the batch-1 ratio: 15 in docs)")
+    parser.add_argument("--min-run-s", type=float, default=0.1, help="length of one timed run")
     args = parser.parse_args()
     retain_freed_memory()
     torch.set_num_threads(1)
@@ -104,13 +105,13 @@ def main() -> None:
         with torch.inference_mode():
             for _ in range(args.rounds):
                 for name, fn in calls.items():
-                    times[name].append(timed(fn))
+                    times[name].append(timed(fn, args.min_run_s))
         med = {k: statistics.median(v) for k, v in times.items()}
         forward = med["forward, simplex, (s, t) input"]
         print(f"\nbatch {B}, L {L}, V {V}: medians of {args.rounds} rounds; fraction of the simplex forward")
         for name, s in med.items():
             print(f"  {name:44s} {s * 1e3:9.3f} ms  {s / forward:6.3f}")
-    sampling, forwards = batch1_ratios(args.rounds)
+    sampling, forwards = batch1_ratios(args.rounds, args.min_run_s)
     print(f"\nbatch 1, flow_map NFE 1 samples/s over AR kv_cache's, medians of {args.rounds} rounds:")
     print(f"  sampling {statistics.median(sampling):.1f}x (rounds {min(sampling):.1f}-{max(sampling):.1f}); "
           f"network calls alone {statistics.median(forwards):.1f}x (rounds {min(forwards):.1f}-{max(forwards):.1f})")

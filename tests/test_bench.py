@@ -204,7 +204,7 @@ def test_sampler_floor_script_prints_finite_fractions_of_a_forward():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "sampler_floor.py"
-    out = subprocess.run([sys.executable, str(script), "--batch", "1", "--rounds", "1"],
+    out = subprocess.run([sys.executable, str(script), "--batch", "1", "--rounds", "1", "--min-run-s", "0.005"],
                          capture_output=True, text=True, check=True).stdout
     rows = re.findall(r"^  (.+?)\s+([\d.]+) ms\s+([\d.]+)$", out, re.M)
     names = [name.strip() for name, _, _ in rows]
