@@ -78,6 +78,16 @@ class SamplerParams(Params):
         return self
 
 
+class StatePrecision(SamplerParams):
+    """state_precision: the dtype of a sampler's (n, L, V) state and the draws and maps on it:
+    float64 (default, the committed rows bit for bit) or float32 (the conventions' rule: float64
+    only for the categorical draws, which `sample_categorical` makes in float64 either way). Keyed
+    only when set, so float64 rows keep their keys (docs/performance.md measures the gain)."""
+
+    state_precision: Literal["float64", "float32"] = "float64"
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
+
+
 class Family:
     """A generative paradigm: its noising path, loss, sampler(s) and hyper-parameters.
 

@@ -114,13 +114,14 @@ turned later than cosine and scored 384 / 686 / 1079 with the old warp).
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, randomized_steps, sample_categorical
+from flowbench.families.base import (BackboneSpec, Family, Params, StatePrecision, randomized_steps,
+                                     sample_categorical)
 from flowbench.families.ode import solve, steps_for
 from flowbench.registry import FAMILIES
 
@@ -162,7 +163,10 @@ class DirichletFlowParams(Params):
         return self
 
 
-class ODEParams(SamplerParams):
+class ODEParams(StatePrecision):
+    """state_precision float32 (alpha >= 1): state, prior and velocity in float32, the prior drawn
+    by dirichlet_draws."""
+
     # fixed-grid ODE solver; nfe counts its stages (rk4 spends 4 calls a step)
     solver: Literal["euler", "midpoint", "heun", "rk4"] = "euler"
     # time grid: warp F^-1(k/n) (the training warp), uniform k/n, cosine 1 - cos(pi k / 2n), power
@@ -172,23 +176,17 @@ class ODEParams(SamplerParams):
     t_end: float = Field(1.0, gt=0.0, le=1.0)
     # the final Pi read by argmax or by a float64 categorical draw
     decode: Literal["argmax", "multinomial"] = "argmax"
-    # the dtype of the sampler's (n, L, V) state, prior and velocity: float64 (default, the
-    # committed rows bit for bit) or float32 (alpha >= 1; the prior drawn by dirichlet_draws;
-    # the categorical draw stays float64 either way)
-    state_precision: Literal["float64", "float32"] = "float64"
-    keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
 
 
-class RandomizedParams(SamplerParams):
-    """Seed 004's randomized sampler on the Dirichlet path (module docstring)."""
+class RandomizedParams(StatePrecision):
+    """Seed 004's randomized sampler on the Dirichlet path (module docstring); state_precision as
+    ODEParams."""
 
     # time grid, as ODEParams.grid: warp F^-1(k/n) (the training warp), uniform, cosine, power
     grid: Literal["warp", "uniform", "cosine", "power"] = "warp"
     grid_power: float = Field(3.0, ge=1.0)  # power grid t_k = (k / n)^q
     # the last call's mu decoded by a float64 categorical draw or its argmax
     decode: Literal["multinomial", "argmax"] = "multinomial"
-    state_precision: Literal["float64", "float32"] = "float64"  # as ODEParams
-    keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
 
 
 def gamma_draws(conc: float, shape: tuple[int, ...], *, generator: torch.Generator,

@@ -79,14 +79,14 @@ context is worth in the band.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from flowbench.families.base import (BackboneSpec, Family, Params, SamplerParams, randomized_steps,
-                                     sample_categorical, time_grid)
+from flowbench.families.base import (BackboneSpec, Family, Params, SamplerParams, StatePrecision,
+                                     randomized_steps, sample_categorical, time_grid)
 from flowbench.families.ode import STAGES, solve, steps_for
 from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
@@ -109,16 +109,12 @@ class KLFlowParams(Params):
     self_cond: float = Field(0.0, ge=0.0, le=1.0)
 
 
-class _Decode(SamplerParams):
+class _Decode(StatePrecision):
     """decode: x_1 from the denoiser's last output, drawn from it (NFE 1 samples the marginals) or
-    its mode. state_precision: the dtype of the sampler's (n, L, V) state, noise and denoiser
-    log-probabilities: float64 (default, the committed rows bit for bit) or float32 (the
-    conventions' rule: float64 only for the categorical draws, which `sample_categorical` makes in
-    float64 either way); float32 halves the sampler's own work at batch 256 (docs/performance.md)."""
+    its mode. state_precision (StatePrecision) sets the dtype of the state, noise and denoiser
+    log-probabilities; float32 halves the sampler's own work at batch 256."""
 
     decode: Literal["sample", "argmax"] = "sample"
-    state_precision: Literal["float64", "float32"] = "float64"
-    keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
 
 
 class RandomizedParams(_Decode):
