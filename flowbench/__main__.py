@@ -213,11 +213,13 @@ def _add_report_commands(sub) -> None:
     lb.add_argument("results", nargs="+", help="results folders or leaderboard.csv files")
     lb.add_argument("--out", required=True, help="the merged CSV (a report can be written beside it)")
     sc = sub.add_parser("score", help="score samples produced elsewhere with the harness's metrics")
-    sc.add_argument("samples", help="a .jsonl file (records with 'ids' or 'text') or a .txt file (one per line)")
+    sc.add_argument("samples", help="a row's .npy.xz samples file, a .jsonl file (records with 'ids' or 'text') or a .txt file (one per line)")
     sc.add_argument("--corpus", required=True, help="a suite file, or a mapping like '{name: hmm_language, seq_len: 32}'")
     sc.add_argument("--judge", help="judge name (default: the suite's, else exact)")
     sc.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and k-means")
-    sc.add_argument("--out", help="also append the row to this CSV")
+    sc.add_argument("--text", type=int, default=0, metavar="N",
+                    help="also print the first N samples as text (decoded with the corpus)")
+    sc.add_argument("--out", help="also append the row to this CSV (without the text)")
 
 
 def _report_commands(args) -> int:
@@ -240,12 +242,13 @@ def _report_commands(args) -> int:
             from flowbench.score import score_file
 
             row = score_file(args.samples, corpus_spec=args.corpus, judge=args.judge, seed=args.seed,
-                             cache_dir=cache_root())
+                             cache_dir=cache_root(), text=args.text)
             print(json.dumps(row, indent=1))
             if args.out:
                 import pandas as pd
 
                 out = Path(args.out)
+                row.pop("text", None)
                 pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
     except (ReportError, ScoreError, SuiteError, CorpusError, JudgeError, RegistryError) as err:
         print(f"flowbench: error: {err}", file=sys.stderr)

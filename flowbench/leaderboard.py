@@ -1,4 +1,4 @@
-"""Append-only leaderboard CSV keyed by `row_key`; samples as JSONL beside it.
+"""Append-only leaderboard CSV keyed by `row_key`; each row's sample ids beside it.
 
 A row is written only after its samples file is in place, and rows whose key is already in the
 CSV are skipped, so an interrupted run started again loses nothing and writes nothing twice.
@@ -8,11 +8,11 @@ A row computed after a version bump names the row it replaces in `supersedes`
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 
 from flowbench.metrics import METRIC_COLUMNS
+from flowbench.samples import SUFFIX, save_ids
 
 SWEEP_COLUMNS = ("t_star", "beta", "alpha", "temperature", "top_p")  # sampler/family knobs swept by suites
 COLUMNS = [
@@ -51,14 +51,9 @@ class Leaderboard:
         if data and not data.endswith(b"\n"):
             self.csv.write_bytes(data[: data.rfind(b"\n") + 1])
 
-    def write_samples(self, row_key: str, records: list[dict]) -> None:
-        self.samples_dir.mkdir(parents=True, exist_ok=True)
-        path = self.samples_dir / f"{row_key}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, path)
+    def write_samples(self, row_key: str, tokens, *, vocab_size: int) -> Path:
+        """A row's (N, L) sample ids, compact (flowbench/samples.py); before its row is appended."""
+        return save_ids(self.samples_dir / f"{row_key}{SUFFIX}", tokens, vocab_size=vocab_size)
 
     def append(self, row: dict) -> None:
         unknown = set(row) - set(COLUMNS)

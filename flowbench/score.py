@@ -1,9 +1,10 @@
 """Score samples produced elsewhere with the harness's metrics.
 
-    python -m flowbench score SAMPLES.jsonl|.txt --corpus SUITE.yaml|MAPPING [--judge NAME]
+    python -m flowbench score SAMPLES.npy.xz|.jsonl|.txt --corpus SUITE.yaml|MAPPING [--judge NAME]
 
-SAMPLES: a .jsonl file of records with "ids" (token ids of the corpus's tokenizer) or "text", or
-a .txt file with one sample per line. Texts are encoded with the corpus's tokenizer; every
+SAMPLES: a row's samples file as a run writes it (.npy.xz, token ids: flowbench/samples.py), a
+.jsonl file of records with "ids" (token ids of the corpus's tokenizer) or "text", or a .txt file
+with one sample per line. Texts are encoded with the corpus's tokenizer; every
 sample is cut to the corpus's sequence length, and shorter ones are dropped (and counted),
 since every metric compares sequences of the same length as the held-out references.
 --corpus: a suite file (its corpus, judge and metric settings) or an inline YAML mapping such
@@ -18,6 +19,7 @@ import torch
 import yaml
 
 from flowbench.config import EvalConfig, Suite, SuiteError, validate
+from flowbench.samples import SUFFIX, SamplesError, load_ids
 
 
 class ScoreError(ValueError):
@@ -29,6 +31,8 @@ def read_samples(path: str | Path, corpus) -> tuple[torch.Tensor, int]:
     path = Path(path)
     if not path.is_file():
         raise ScoreError(f"samples file not found: {path}")
+    if path.name.endswith(SUFFIX):
+        return _compact(path, corpus), 0
     rows, short = [], 0
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -54,6 +58,18 @@ def read_samples(path: str | Path, corpus) -> tuple[torch.Tensor, int]:
     if not rows:
         raise ScoreError(f"{path}: no sample of at least {corpus.seq_len} tokens")
     return torch.tensor(rows, dtype=torch.long), short
+
+
+def _compact(path: Path, corpus) -> torch.Tensor:
+    try:
+        ids = load_ids(path)
+    except SamplesError as err:
+        raise ScoreError(str(err)) from None
+    if ids.numel() and int(ids.max()) >= corpus.vocab_size:
+        raise ScoreError(f"{path}: ids outside the corpus vocabulary 0..{corpus.vocab_size - 1}")
+    if ids.shape[1] < corpus.seq_len:
+        raise ScoreError(f"{path}: samples of {ids.shape[1]} tokens, the corpus needs {corpus.seq_len}")
+    return ids[:, : corpus.seq_len]
 
 
 def encode(corpus, text: str, *, where: str) -> list[int]:
@@ -89,7 +105,8 @@ def suite_for(corpus_spec: str, judge: str | None) -> Suite:
 
 
 def score_file(samples: str | Path, *, corpus_spec: str, judge: str | None = None, seed: int = 0,
-               cache_dir: Path) -> dict:
+               cache_dir: Path, text: int = 0) -> dict:
+    """The metrics of a samples file; `text`: also the first `text` samples, decoded."""
     from flowbench.judges import JudgeError
     from flowbench.metrics import check_metrics, score_samples
     from flowbench.plan import make_corpus
@@ -112,4 +129,5 @@ def score_file(samples: str | Path, *, corpus_spec: str, judge: str | None = Non
     floor = judge_obj.floor()
     return {"samples": str(samples), "num_samples": len(tokens), "dropped_short": short,
             "corpus": json.dumps(corpus.describe(), sort_keys=True), "judge": suite.eval.judge,
-            "ppl_floor": floor.get("ppl_floor"), **row}
+            "ppl_floor": floor.get("ppl_floor"), **row,
+            **({"text": [corpus.decode(t) for t in tokens[:text]]} if text else {})}

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from flowbench import runner, trainer
 from flowbench.__main__ import main
@@ -12,6 +13,7 @@ from flowbench.config import SuiteError, load_suite
 from flowbench.plan import plan
 from flowbench.report import write_report
 from flowbench.runner import run_suite
+from flowbench.samples import load_ids
 
 SMOKE = Path(__file__).parents[1] / "suites" / "smoke.yaml"
 
@@ -40,7 +42,7 @@ def test_smoke_suite_end_to_end_and_no_duplicates(tmp_path):
         for col in ("gen_ppl", "gen_ppl_mean", "entropy", "samples_per_s", "nll_median"):
             assert math.isfinite(float(r[col])), (r["family"], col)
         assert r["git_sha"] and r["row_key"] and r["torch"]
-        assert (Path(out) / "samples" / f"{r['row_key']}.jsonl").exists()
+        assert (Path(out) / "samples" / f"{r['row_key']}.npy.xz").exists()
         if r["denoiser"] == "trained":
             assert int(r["params"]) > 0 and int(r["train_steps"]) == 2
         assert float(r["backbone_calls"]) <= float(r["nfe"])
@@ -187,8 +189,8 @@ def test_a_run_samples_its_own_count_keyed_and_labelled_apart(tmp_path, smoke_su
     assert (plain["num_samples"], more["num_samples"]) == ("8", "24")
     assert plain["row_key"] != more["row_key"] and plain["config_hash"] == more["config_hash"]
     samples = tmp_path / "o" / "samples"
-    first = (samples / f"{plain['row_key']}.jsonl").read_text().splitlines()
-    assert (samples / f"{more['row_key']}.jsonl").read_text().splitlines()[:8] == first
+    first = load_ids(samples / f"{plain['row_key']}.npy.xz")
+    assert torch.equal(load_ids(samples / f"{more['row_key']}.npy.xz")[:8], first)
     report = write_report(csv_path).read_text()
     assert "flow_map/flow_map samples=24" in report and "#" not in report.split("## ")[1]
 

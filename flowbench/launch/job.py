@@ -123,7 +123,7 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     board = Leaderboard(Path(job.out))  # its samples folder; rows go to the shard
     for point, jp in todo:
         row, tokens = runner.evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
-        board.write_samples(jp.row_key, [{"text": corpus.decode(t), "ids": t.tolist()} for t in tokens])
+        board.write_samples(jp.row_key, tokens, vocab_size=corpus.vocab_size)
         shard.append({**row, "suite": suite.name, "judge": suite.eval.judge,
                       "ppl_floor": floor.get("ppl_floor"), "git_sha": job.git_sha, "row_key": jp.row_key,
                       "timestamp": job.timestamp, "supersedes": jp.supersedes,

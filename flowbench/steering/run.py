@@ -141,7 +141,7 @@ def run_steering(path: str | Path, *, out: str | Path | None = None, progress: b
                       **info}
             tokens, seconds, calls = _sample(family, model, m, suite=suite, reward=reward, lam=cfg.lam,
                                              grid_power=grid_power, seed=spec.seed)
-            board.samples.write_samples(key, [{"text": corpus.decode(t), "ids": t.tolist()} for t in tokens])
+            board.samples.write_samples(key, tokens, vocab_size=corpus.vocab_size)
             board.append({**common, **extra, **ft, **m, **target.score(tokens), "suite": suite.name,
                           "denoiser": denoiser, "passes": passes(m["method"], nfe=m["nfe"], n_best=m.get("n_best", 1),
                                                                        horizon=m.get("horizon", 1.0)),
