@@ -54,7 +54,7 @@ def checkpoint_path(spec: ModelSpec) -> Path:
 
 
 def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 0,
-                progress: bool = True) -> dict:
+                progress: bool = True, on_step=None) -> dict:
     """Train (or resume, or reuse) one model; safe to call in a worker process."""
     if threads:
         torch.set_num_threads(threads)
@@ -73,7 +73,7 @@ def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 
         state = train(family=family, model=model, train_data=corpus.split("train", n_train),
                       val_data=corpus.split("validation", spec.train.val_sequences), config=spec.train,
                       seed=spec.seed, checkpoint=ckpt, meta={"label": spec.label, **spec.identity()},
-                      device=resolve_device(suite.eval.device), progress=progress, position=position)
+                      device=resolve_device(suite.eval.device), progress=progress, position=position, on_step=on_step)
     return {"step": state["step"], "train_tokens": state["train_tokens"]}
 
 

@@ -136,8 +136,9 @@ def lr_schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
 
 def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tensor,
           config: TrainConfig, seed: int, checkpoint: Path, meta: dict, device: torch.device,
-          progress: bool = True, position: int = 0) -> dict:
+          progress: bool = True, position: int = 0, on_step=None) -> dict:
     """Train `model` with `family.loss` to the budget; resume from `checkpoint` if present.
+    `on_step(step, total, seconds)`, if given, is called after every step (progress reports).
 
     Returns the final checkpoint dict (weights to evaluate under 'weights': the EMA copy if
     enabled, else the raw weights) and writes it to `checkpoint`."""
@@ -226,6 +227,8 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             value /= world
         loss_avg = value.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * value.item()
         bar.update(1)
+        if on_step is not None:
+            on_step(step, total, time.perf_counter() - t0)
         if step % config.eval_every == 0 or step == total:
             val = validation_loss(family, ema.module if ema is not None else model, val_data,
                                   batch_size=config.batch_size * 4, device=device, seed=seed)

@@ -11,9 +11,11 @@ job costs only its unfinished training steps and its unfinished row.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowbench.launch.progress import Heartbeat
 from flowbench.leaderboard import Leaderboard
 
 
@@ -108,11 +110,14 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     todo = [(p, jp) for p, jp in mine if jp.row_key not in done]
     if not todo:
         return 0
+    beat = Heartbeat(job.shard, rows_total=len(todo))
     if job.trains:
         ckpt = runner.checkpoint_path(todo[0][0].model)  # the log says what a requeued job picked up
         start = runner.load_checkpoint(ckpt)["step"] if ckpt.exists() else 0
         print(f"job {job.name}: training from step {start}", flush=True)
-        runner.train_model(todo[0][0].model, threads=threads, position=position, progress=progress)
+        trained = runner.train_model(todo[0][0].model, threads=threads, position=position, progress=progress,
+                                     on_step=beat.train)
+        beat.train(trained["step"], trained["step"], beat.state["train_seconds"])
     if not is_main_process():  # DDP: every rank trains, one evaluates
         return 0
     corpus = make_corpus(suite, cache_dir=runner.cache_root())
@@ -122,12 +127,14 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     floor = judge.floor()
     board = Leaderboard(Path(job.out))  # its samples folder; rows go to the shard
     for point, jp in todo:
+        t0 = time.perf_counter()
         row, tokens = runner.evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
         board.write_samples(jp.row_key, tokens, vocab_size=corpus.vocab_size)
         shard.append({**row, "suite": suite.name, "judge": suite.eval.judge,
                       "ppl_floor": floor.get("ppl_floor"), "git_sha": job.git_sha, "row_key": jp.row_key,
                       "timestamp": job.timestamp, "supersedes": jp.supersedes,
                       "versions": runner._json({c: v for c, (_, v) in point.components().items()})})
+        beat.row(time.perf_counter() - t0)
     return len(todo)
 
 

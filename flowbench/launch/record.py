@@ -9,9 +9,11 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from flowbench.launch.collect import shard_rows
+from flowbench.launch.progress import overall, work_of
 from flowbench.leaderboard import Leaderboard
 
 RECORD = "submission.json"
@@ -26,6 +28,9 @@ def save_record(out: Path, *, launcher: str, jobs: list, ids: dict[str, str], lo
     unless this one resubmits them."""
     path = Path(out) / RECORD
     record = load_record(out) if path.exists() else {"points": {}}
+    submitted = time.time()
+    for job in jobs:  # what the overall progress line needs (launch/progress.py)
+        record.setdefault("jobs", {})[job.name] = {**work_of(job), "submitted": submitted}
     for job in jobs:
         for jp in job.points:
             record["points"][jp.row_key] = {"point": jp.label, "job": job.name, "launcher": launcher,
@@ -77,9 +82,22 @@ def point_status(out: Path) -> list[dict]:
     return sorted(result, key=lambda e: (e["job"], e["point"]))
 
 
+def progress_line(out: Path) -> str | None:
+    """The overall line of the newest submission (models trained, rows, time elapsed and left),
+    from the jobs' heartbeats; None for a record written before it was kept."""
+    jobs = list(load_record(out).get("jobs", {}).values())
+    if not jobs:
+        return None
+    newest = max(j["submitted"] for j in jobs)
+    current = [j for j in jobs if j["submitted"] == newest]
+    return overall(current, since=newest, workers=len(current)).line()
+
+
 def status_lines(out: Path) -> list[str]:
     entries = point_status(out)
     counts = {s: sum(e["state"] == s for e in entries) for s in ("done", "queued", "running", "failed")}
     lines = [f"{e['state']:8} {e['job_id'] or '-':>10}  {e['point']}  {e['log'] or ''}".rstrip()
              for e in entries]
-    return lines + [", ".join(f"{n} {s}" for s, n in counts.items())]
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    line = progress_line(out)
+    return lines + ([line] if line else []) + [summary]

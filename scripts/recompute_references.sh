@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Recompute every committed reference (results/reference/<suite>/) from one clean commit.
+#
+#   bash scripts/recompute_references.sh [SUITE ...]     # default: every reference suite
+#
+# Refuses to start on a tree with uncommitted code (a reference comes from one clean commit, end
+# to end) and stops if the commit changes while it runs. Each suite runs into a fresh folder
+# beside its reference and replaces it only when complete; a killed run started again resumes
+# from the cache (trained models) and the fresh folder (rows). Takes hours on 2 CPU cores:
+# `python -m flowbench status`-style progress is printed by each run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+suites=("$@")
+if [ ${#suites[@]} -eq 0 ]; then
+    suites=(nfe_sweep flow_map_seeds tstar_sweep beta_sweep frontier recipe_ablation learning_curves steering)
+fi
+dirty() { git status --porcelain --untracked-files=no -- . ':(exclude)results'; }
+if [ -n "$(dirty)" ]; then
+    echo "recompute_references: uncommitted changes outside results/; commit them first" >&2
+    exit 2
+fi
+sha=$(git rev-parse --short HEAD)
+for suite in "${suites[@]}"; do
+    fresh="results/reference/.${suite}.${sha}"
+    echo "== ${suite} at ${sha} -> results/reference/${suite}"
+    if [ "${suite}" = steering ]; then
+        python -m flowbench steer "suites/${suite}.yaml" --out "${fresh}"
+    else
+        python -m flowbench run "suites/${suite}.yaml" --out "${fresh}"
+    fi
+    [ "$(git rev-parse --short HEAD)" = "${sha}" ] && [ -z "$(dirty)" ] || {
+        echo "recompute_references: the code changed during the run; ${fresh} is kept, not installed" >&2
+        exit 1
+    }
+    rm -rf "results/reference/${suite}" && mv "${fresh}" "results/reference/${suite}"
+done
