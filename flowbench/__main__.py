@@ -38,12 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     steer.add_argument("suite")
     steer.add_argument("--out", help="output directory (default results/<suite name>)")
     steer.add_argument("--no-progress", action="store_true")
-    cmp = sub.add_parser("compare", help="rows whose metrics differ between a run and a reference; "
-                                         "exit code 1 if any differ or are missing")
+    cmp = sub.add_parser("compare", help="identical, within noise or inconsistent: a run's rows against a "
+                                         "reference's (exit code 1 if inconsistent; docs/compare.md)")
     cmp.add_argument("run", help="a results folder or its leaderboard.csv, e.g. results/nfe_sweep")
     cmp.add_argument("reference", help="e.g. results/reference/nfe_sweep")
+    cmp.add_argument("--alpha", type=float, default=None,
+                     help="family-wise error of the trained rows' noise tests, Holm-corrected (default 0.01)")
     cmp.add_argument("--rtol", type=float, default=None,
-                     help="relative tolerance of the quality metrics (default 1e-6)")
+                     help="relative tolerance of the exact tier: oracle metrics (default 1e-6)")
     _add_report_commands(sub)
     bench = sub.add_parser("bench", help="what each family costs: sampler overhead, latency by batch and "
                                          "NFE, training tokens/s, memory, scaling (flowbench/bench/)")
@@ -164,10 +166,11 @@ def _steer(args) -> int:
 
 
 def _compare(args) -> int:
-    from flowbench.compare import DEFAULT_RTOL, CompareError, compare
+    from flowbench.compare import DEFAULT_ALPHA, DEFAULT_RTOL, CompareError, compare
 
     try:
-        result = compare(args.run, args.reference, rtol=args.rtol if args.rtol is not None else DEFAULT_RTOL)
+        result = compare(args.run, args.reference, rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+                         alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha)
     except CompareError as err:
         print(f"flowbench: error: {err}", file=sys.stderr)
         return 2

@@ -22,7 +22,8 @@ COLUMNS = [
     *[c for c in METRIC_COLUMNS if c not in ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median", "entropy")],
     "samples_per_s", "tokens_per_s",
     "latency_s", "peak_mem_mb", "num_samples", "family_params", "sampler_params", "device",
-    "precision", "compiled", "torch", "git_sha", "config_hash", "row_key", "timestamp", "versions", "supersedes",
+    "precision", "compiled", "torch", "cpu_isa", "eval_threads", "git_sha", "config_hash", "row_key", "timestamp",
+    "versions", "supersedes",
 ]
 
 

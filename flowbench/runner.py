@@ -178,7 +178,9 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
                latency_s=sum(latencies) / len(latencies), peak_mem_mb=round(peak, 1),
                num_samples=len(tokens), device=str(device), precision=spec.precision,
                compiled=compiled,
-               torch=torch.__version__)
+               # what a trained row's last bits depend on, for `compare` (flowbench/compare.py)
+               torch=torch.__version__, cpu_isa=torch.backends.cpu.get_cpu_capability(),
+               eval_threads=torch.get_num_threads())
     return row, tokens
 
 

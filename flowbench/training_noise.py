@@ -1,0 +1,153 @@
+"""How far a trained row may move without anything having changed but training noise.
+
+A trained row is one draw of two random things: the training run (its seed, and on another CPU
+type or thread count the rounding of every step) and the sampling. `compare` asks whether a run's
+trained row could be such a draw from the reference's distribution of that row:
+
+    z = (y - mean_k x) / sqrt(tau^2 (1 + 1/k) + v_y + mean_k v_x / k),  read on a normal,
+
+on each metric's scale (SCALES), y the run's value, x the reference's k rows identical except
+`seed` (its training seeds), v a row's sampling variance (from its bootstrap interval columns
+`<col>_lo`, `<col>_hi`, a 95% interval: v = ((T(hi) - T(lo)) / 3.92)^2) and tau^2 the training
+noise of the row's family on that metric, from the reference's groups of seeds g:
+
+    (k_g - 1) s_g^2 ~ (tau^2 + v_g) chi^2_(k_g - 1),
+
+s_g^2 the sample variance of a group's values, v_g its mean sampling variance. Groups differ
+widely in v (a KL near its floor is mostly sampling error, a collapsed sampler has none), so tau^2
+is fitted by maximum likelihood over all groups of the family, where a noisy group weighs little.
+Three seeds leave tau^2 poorly known (a spread estimated as 0 turns the test into a test of
+sampling error alone), so it is taken at its one-sided 95% upper profile-likelihood bound. A family
+with one training seed in the reference has no spread to measure: it gets the recorded
+TRAINING_NOISE (below). docs/compare.md reads the choices.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+from flowbench.metrics.bootstrap import LEVEL
+
+# metric -> scale its test runs on. log: gen PPL (its log is the mean NLL, an average of
+# per-token terms) and the KLs (positive, their spread grows with their value); identity: entropy
+# (a mean of per-sample entropies, nats) and MAUVE (in [0, 1] with intervals clipped at 1: a
+# logit would turn the clipped end into an infinite width).
+SCALES = {"gen_ppl": "log", "entropy": "identity", "unigram_kl": "log", "bigram_kl": "log",
+          "mauve": "identity"}
+# one value per model, no sampling error: tested once per model
+MODEL_METRICS = {"val_loss": "identity"}
+MODEL_COLUMNS = ("family", "family_params", "train_steps", "train_passes")
+
+# The fallback training-noise scale tau on each metric's scale, for a reference with one training
+# seed: `pooled_spread(..., confidence=None)` (the maximum-likelihood value) on results/reference/flow_map_seeds, seeds 0 and 2
+# (the two that learned; 8 samplers each). flow_map is the noisiest family measured, so this is
+# wide for the others. val_loss: the larger of that pair's (0.0009) and the mdlm model retrained
+# on an AMD EPYC CPU (README "Reference results": 2.991 against 2.974, 0.012 as a tau).
+TRAINING_NOISE = {"gen_ppl": 0.177, "entropy": 0.080, "unigram_kl": 0.063, "bigram_kl": 0.083,
+                  "mauve": 0.061, "val_loss": 0.012}
+TRAINING_NOISE_SOURCE = "flowbench/training_noise.py TRAINING_NOISE, measured on flow_map_seeds"
+Z95 = stats.norm.ppf(0.5 + LEVEL / 2)
+CONFIDENCE = 0.95  # tau^2 is used at this one-sided upper confidence bound
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Training noise of one family on one metric: tau^2 and its degrees of freedom (0: recorded)."""
+    tau2: float
+    df: int
+
+
+def transform(metric: str, value: float | None) -> float | None:
+    if value is None or math.isnan(value):
+        return value
+    scale = SCALES.get(metric) or MODEL_METRICS.get(metric)
+    return math.log(max(value, 1e-300)) if scale == "log" else value
+
+
+def sampling_variance(metric: str, row: dict, num) -> float:
+    """The row's sampling variance on the metric's scale; 0 where it has no interval columns."""
+    lo, hi = num(row.get(f"{metric}_lo")), num(row.get(f"{metric}_hi"))
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return 0.0
+    return ((transform(metric, hi) - transform(metric, lo)) / (2 * Z95)) ** 2
+
+
+def pooled_spread(groups: list[list[dict]], metric: str, num, *,
+                  confidence: float | None = CONFIDENCE) -> Spread | None:
+    """Training noise of one metric from groups of rows that differ only in training seed: its
+    maximum-likelihood value, or with `confidence` its one-sided upper profile-likelihood bound
+    (None: no group has two seeds). Rows lacking the metric are left out of their group."""
+    dof, spread, sampling = [], [], []
+    for rows in groups:
+        values = [(transform(metric, v), sampling_variance(metric, r, num)) for r in rows
+                  if (v := num(r.get(metric))) is not None and not math.isnan(v)]
+        if len(values) >= 2:
+            x, v = np.array(values).T
+            dof.append(len(x) - 1)
+            spread.append(np.var(x, ddof=1))
+            sampling.append(max(v.mean(), 1e-12))
+    if not dof:
+        return None
+    dof, spread, sampling = map(np.array, (dof, spread, sampling))
+
+    def loglik(tau2: float) -> float:  # (k - 1) s^2 ~ (tau^2 + v) chi^2_(k-1), per group
+        total = tau2 + sampling
+        return float(-0.5 * np.sum(dof * (np.log(total) + spread / total)))
+
+    top = 10 * float(spread.max()) + 1e-9
+    tau2 = float(optimize.minimize_scalar(lambda t: -loglik(t), bounds=(0.0, top), method="bounded").x)
+    if confidence:
+        drop = stats.chi2.ppf(2 * confidence - 1, 1) / 2  # one-sided: the two-sided level 2c - 1
+        target = loglik(tau2) - drop
+        while loglik(top) > target:
+            top *= 4
+        tau2 = float(optimize.brentq(lambda t: loglik(t) - target, tau2, top))
+    return Spread(tau2=tau2, df=int(dof.sum()))
+
+
+def model_key(row: dict, norm) -> tuple:
+    """What makes a model apart from its training seed."""
+    return tuple(norm(row.get(c)) for c in MODEL_COLUMNS)
+
+
+def model_groups(rows: list[dict], norm) -> dict[tuple, list[dict]]:
+    """model_key -> one row per training seed of that model."""
+    seeds: dict[tuple, dict] = {}
+    for r in rows:
+        seeds.setdefault((model_key(r, norm), norm(r.get("seed"))), r)
+    groups = defaultdict(list)
+    for (key, _), r in seeds.items():
+        groups[key].append(r)
+    return dict(groups)
+
+
+def noise_test(metric: str, run_row: dict, ref_rows: list[dict], spread: Spread, num) -> tuple[float, float]:
+    """(z, two-sided normal p) of the run row against the mean of the reference's seeds."""
+    y = transform(metric, num(run_row.get(metric)))
+    xs = [transform(metric, num(r.get(metric))) for r in ref_rows]
+    k = len(xs)
+    variance = (spread.tau2 * (1 + 1 / k) + sampling_variance(metric, run_row, num)
+                + sum(sampling_variance(metric, r, num) for r in ref_rows) / k ** 2)
+    gap = y - sum(xs) / k
+    if math.isclose(y, y - gap, rel_tol=1e-9, abs_tol=1e-12):
+        return 0.0, 1.0  # equal up to the float rounding of a mean
+    if variance <= 0:
+        return math.copysign(math.inf, gap), 0.0
+    z = gap / math.sqrt(variance)
+    return z, float(2 * stats.norm.sf(abs(z)))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error over all tests of a comparison)."""
+    n = len(p_values)
+    order = np.argsort(p_values)
+    adjusted = np.empty(n)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (n - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
