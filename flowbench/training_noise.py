@@ -8,7 +8,7 @@ trained row could be such a draw from the reference's distribution of that row:
 
 on each metric's scale (SCALES), y the run's value, x the reference's k rows identical except
 `seed` (its training seeds), v a row's sampling variance (from its bootstrap interval columns
-`<col>_lo`, `<col>_hi`, a 95% interval: v = ((T(hi) - T(lo)) / 3.92)^2) and tau^2 the training
+`<col>_lo`, `<col>_hi`, a 95% interval: v = ((T(hi) - T(lo)) / 3.92)^2, T the scale) and tau^2 the training
 noise of the row's family on that metric, from the reference's groups of seeds g:
 
     (k_g - 1) s_g^2 ~ (tau^2 + v_g) chi^2_(k_g - 1),
@@ -34,10 +34,11 @@ from flowbench.metrics.bootstrap import LEVEL
 
 # metric -> scale its test runs on. log: gen PPL (its log is the mean NLL, an average of
 # per-token terms) and the KLs (positive, their spread grows with their value); identity: entropy
-# (a mean of per-sample entropies, nats) and MAUVE (in [0, 1] with intervals clipped at 1: a
-# logit would turn the clipped end into an infinite width).
+# (a mean of per-sample entropies, nats); logit: MAUVE (in [0, 1], where a move of 0.05 means more
+# near 1 than near 0.5; kept inside [MAUVE_EPS, 1 - MAUVE_EPS]).
 SCALES = {"gen_ppl": "log", "entropy": "identity", "unigram_kl": "log", "bigram_kl": "log",
-          "mauve": "identity"}
+          "mauve": "logit"}
+MAUVE_EPS = 1e-3
 # one value per model, no sampling error: tested once per model
 MODEL_METRICS = {"val_loss": "identity"}
 MODEL_COLUMNS = ("family", "family_params", "train_steps", "train_passes")
@@ -48,7 +49,7 @@ MODEL_COLUMNS = ("family", "family_params", "train_steps", "train_passes")
 # wide for the others. val_loss: the larger of that pair's (0.0009) and the mdlm model retrained
 # on an AMD EPYC CPU (README "Reference results": 2.991 against 2.974, 0.012 as a tau).
 TRAINING_NOISE = {"gen_ppl": 0.177, "entropy": 0.080, "unigram_kl": 0.063, "bigram_kl": 0.083,
-                  "mauve": 0.061, "val_loss": 0.012}
+                  "mauve": 0.398, "val_loss": 0.012}
 TRAINING_NOISE_SOURCE = "flowbench/training_noise.py TRAINING_NOISE, measured on flow_map_seeds"
 Z95 = stats.norm.ppf(0.5 + LEVEL / 2)
 CONFIDENCE = 0.95  # tau^2 is used at this one-sided upper confidence bound
@@ -65,15 +66,25 @@ def transform(metric: str, value: float | None) -> float | None:
     if value is None or math.isnan(value):
         return value
     scale = SCALES.get(metric) or MODEL_METRICS.get(metric)
-    return math.log(max(value, 1e-300)) if scale == "log" else value
+    if scale == "log":
+        return math.log(max(value, 1e-300))
+    if scale == "logit":
+        p = min(max(value, MAUVE_EPS), 1 - MAUVE_EPS)
+        return math.log(p / (1 - p))
+    return value
 
 
 def sampling_variance(metric: str, row: dict, num) -> float:
-    """The row's sampling variance on the metric's scale; 0 where it has no interval columns."""
-    lo, hi = num(row.get(f"{metric}_lo")), num(row.get(f"{metric}_hi"))
-    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+    """The row's sampling variance on the metric's scale, from its 95% interval; where one end sits
+    on the metric's bound (MAUVE 1, a KL 0: clipped there) from the other half alone; 0 where the
+    row has no interval columns."""
+    x, lo, hi = num(row.get(metric)), num(row.get(f"{metric}_lo")), num(row.get(f"{metric}_hi"))
+    if x is None or lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return 0.0
-    return ((transform(metric, hi) - transform(metric, lo)) / (2 * Z95)) ** 2
+    below, above = transform(metric, x) - transform(metric, lo), transform(metric, hi) - transform(metric, x)
+    clipped_low, clipped_high = lo <= 0, SCALES.get(metric) == "logit" and hi >= 1
+    half = below if clipped_high and not clipped_low else above if clipped_low and not clipped_high else (below + above) / 2
+    return (max(half, 0.0) / Z95) ** 2
 
 
 def pooled_spread(groups: list[list[dict]], metric: str, num, *,

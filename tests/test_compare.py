@@ -50,11 +50,16 @@ def _num(value):
 
 def moved(row, metric, shift):
     """The row with `metric` and its interval moved by `shift` on the metric's scale."""
-    log = SCALES.get(metric) == "log"
+    scale = SCALES[metric]
     for col in (metric, f"{metric}_lo", f"{metric}_hi"):
         if (x := _num(row.get(col))) is not None:
-            y = math.exp(math.log(x) + shift) if log else x + shift
-            row[col] = repr(min(max(y, 0.0), 1.0) if metric == "mauve" else y)
+            if scale == "log":
+                x = math.exp(math.log(x) + shift)
+            elif scale == "logit" and 0 < x < 1:
+                x = 1 / (1 + math.exp(-(math.log(x / (1 - x)) + shift)))
+            elif scale == "identity":
+                x += shift
+            row[col] = repr(x)
 
 
 def training_draw(rows, rng, *, spread):
