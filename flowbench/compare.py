@@ -32,7 +32,7 @@ from pathlib import Path
 
 from flowbench.leaderboard import SWEEP_COLUMNS, current_rows
 from flowbench.training_noise import (MODEL_METRICS, SCALES, TRAINING_NOISE, TRAINING_NOISE_SOURCE, Spread,
-                                      holm, model_groups, model_key, noise_test, pooled_spread)
+                                      NoiseTest, holm, model_groups, model_key, noise_test, pooled_spread)
 
 EXACT_COLUMNS = ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median", "entropy", "unigram_kl", "bigram_kl",
                  "mauve", "val_loss")
@@ -55,8 +55,8 @@ class Pair:
     reference: dict
     by: str  # "key" or "configuration"
     exact: list[str] = field(default_factory=list)  # exact checks that failed, as text
-    tests: list[tuple[str, float, float]] = field(default_factory=list)  # (metric, z, p)
-    rejected: list[tuple[str, float, float]] = field(default_factory=list)  # after Holm: (metric, z, p_holm)
+    tests: list[NoiseTest] = field(default_factory=list)
+    rejected: list[tuple[NoiseTest, float]] = field(default_factory=list)  # with its Holm-adjusted p
 
     @property
     def verdict(self) -> str:
@@ -100,11 +100,11 @@ class Comparison:
         """One line: the verdict, rows by verdict, the largest deviation, throughput."""
         count = {v: sum(p.verdict == v for p in self.pairs) for v in ("identical", "within noise", "inconsistent")}
         parts = [f"{n} {v}" for v, n in count.items() if n] or ["no rows matched"]
-        tests = [(abs(z), m, p) for p in self.pairs for m, z, _ in p.tests]
+        tests = [(t, p) for p in self.pairs for t in p.tests]
         if tests:
-            z, metric, pair = max(tests, key=lambda t: t[0])
-            parts.append(f"{len(tests)} tests, Holm alpha {self.alpha:g}, largest |z| {z:.1f} "
-                         f"({short_label(pair.run)}: {metric})")
+            test, pair = max(tests, key=lambda tp: abs(tp[0].z))
+            parts.append(f"{len(tests)} tests, Holm alpha {self.alpha:g}, largest |z| {abs(test.z):.1f} "
+                         f"({short_label(pair.run)}: {test.metric})")
         moved = sum(p.by == "configuration" for p in self.pairs)
         if moved:
             parts.append(f"{moved} matched by configuration, keys moved")
@@ -130,8 +130,8 @@ class Comparison:
                        f"trained rows are tested on the sampling interval widened by {TRAINING_NOISE_SOURCE}")
         for p in self.pairs:
             if p.verdict == "inconsistent":
-                why = p.exact + [f"{m} {_fmt(p.reference.get(m))} -> {_fmt(p.run.get(m))} (z {z:+.1f}, "
-                                 f"Holm p {q:.1g})" for m, z, q in p.rejected]
+                why = p.exact + [f"{t.metric} {_fmt(p.reference.get(t.metric))} -> {_fmt(p.run.get(t.metric))} "
+                                 f"(z {t.z:+.1f}, Holm p {q:.1g})" for t, q in p.rejected]
                 out.append(f"inconsistent {p.run['row_key']} ({label(p.run)}): " + "; ".join(why))
         out += [f"missing  {r['row_key']} ({label(r)}): in the reference, not in the run" for r in self.only_reference]
         out += [f"extra    {r['row_key']} ({label(r)}): in the run, not in the reference" for r in self.only_run]
@@ -185,18 +185,19 @@ def compare(run: str | Path, reference: str | Path, *, rtol: float = DEFAULT_RTO
         run_row, ref = pair.run, pair.reference
         if _equal_metrics(run_row, ref, rtol):
             continue
-        if ref["denoiser"] != "trained":  # an oracle's MAUVE, on its sampling error alone
-            if not _same_environment(run_row, ref) and not _close(_num(run_row.get("mauve")), _num(ref.get("mauve")), rtol):
-                pair.tests.append(("mauve", *noise_test("mauve", run_row, [ref], Spread(0.0, 0), _num)))
+        if ref["denoiser"] != "trained":  # an oracle's MAUVE on another CPU, on its sampling error alone
+            mauve = _num(run_row.get("mauve")), _num(ref.get("mauve"))
+            if not _same_environment(run_row, ref) and not _close(*mauve, rtol):
+                pair.tests.append(noise_test("mauve", run_row, [ref], Spread(0.0, 0), _num))
             continue
-        group = seeds.get(_config(ref, seed=False), [ref])
+        spread = spreads[ref["family"]]
         for metric in SCALES:
-            _test(pair, metric, group, spreads[ref["family"]][metric])
+            _add_test(pair, metric, seeds.get(_config(ref, seed=False), [ref]), spread[metric])
         model = model_key(ref, _norm)
         if (model, ref.get("seed")) not in tested_models:  # one test per model, not per row
             tested_models.add((model, ref.get("seed")))
             for metric in MODEL_METRICS:
-                _test(pair, metric, models.get(model, [ref]), spreads[ref["family"]][metric])
+                _add_test(pair, metric, models.get(model, [ref]), spread[metric])
     _correct(result)
     return result
 
@@ -248,7 +249,7 @@ def _spreads(result: Comparison, ref_rows: list[dict]) -> dict[str, dict[str, Sp
     return out
 
 
-def _test(pair: Pair, metric: str, group: list[dict], spread: Spread) -> None:
+def _add_test(pair: Pair, metric: str, group: list[dict], spread: Spread) -> None:
     y, x = _num(pair.run.get(metric)), _num(pair.reference.get(metric))
     if y is None and x is None:
         return
@@ -258,14 +259,14 @@ def _test(pair: Pair, metric: str, group: list[dict], spread: Spread) -> None:
     if math.isnan(y):
         return
     group = [r for r in group if _num(r.get(metric)) is not None and not math.isnan(_num(r.get(metric)))]
-    pair.tests.append((metric, *noise_test(metric, pair.run, group, spread, _num)))
+    pair.tests.append(noise_test(metric, pair.run, group, spread, _num))
 
 
 def _correct(result: Comparison) -> None:
-    tests = [(p, m, z, q) for p in result.pairs for m, z, q in p.tests]
-    for (pair, metric, z, _), q in zip(tests, holm([t[3] for t in tests])):
-        if q < result.alpha:
-            pair.rejected.append((metric, z, q))
+    tests = [(pair, test) for pair in result.pairs for test in pair.tests]
+    for (pair, test), adjusted in zip(tests, holm([test.p for _, test in tests])):
+        if adjusted < result.alpha:
+            pair.rejected.append((test, adjusted))
 
 
 def _check_exact(pair: Pair, rtol: float) -> None:

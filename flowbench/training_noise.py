@@ -8,8 +8,8 @@ trained row could be such a draw from the reference's distribution of that row:
 
 on each metric's scale (SCALES), y the run's value, x the reference's k rows identical except
 `seed` (its training seeds), v a row's sampling variance (from its bootstrap interval columns
-`<col>_lo`, `<col>_hi`, a 95% interval: v = ((T(hi) - T(lo)) / 3.92)^2, T the scale) and tau^2 the training
-noise of the row's family on that metric, from the reference's groups of seeds g:
+`<col>_lo`, `<col>_hi`, a 95% interval: v = ((T(hi) - T(lo)) / 3.92)^2, T the scale) and tau^2
+the training noise of the row's family on that metric, from the reference's groups of seeds g:
 
     (k_g - 1) s_g^2 ~ (tau^2 + v_g) chi^2_(k_g - 1),
 
@@ -17,7 +17,7 @@ s_g^2 the sample variance of a group's values, v_g its mean sampling variance. G
 widely in v (a KL near its floor is mostly sampling error, a collapsed sampler has none), so tau^2
 is fitted by maximum likelihood over all groups of the family, where a noisy group weighs little.
 Three seeds leave tau^2 poorly known (a spread estimated as 0 turns the test into a test of
-sampling error alone), so it is taken at its one-sided 95% upper profile-likelihood bound. A family
+sampling error alone), so it is taken at its one-sided 99% upper profile-likelihood bound. A family
 with one training seed in the reference has no spread to measure: it gets the recorded
 TRAINING_NOISE (below). docs/compare.md reads the choices.
 """
@@ -44,15 +44,16 @@ MODEL_METRICS = {"val_loss": "identity"}
 MODEL_COLUMNS = ("family", "family_params", "train_steps", "train_passes")
 
 # The fallback training-noise scale tau on each metric's scale, for a reference with one training
-# seed: `pooled_spread(..., confidence=None)` (the maximum-likelihood value) on results/reference/flow_map_seeds, seeds 0 and 2
-# (the two that learned; 8 samplers each). flow_map is the noisiest family measured, so this is
-# wide for the others. val_loss: the larger of that pair's (0.0009) and the mdlm model retrained
-# on an AMD EPYC CPU (README "Reference results": 2.991 against 2.974, 0.012 as a tau).
+# seed: `pooled_spread(..., confidence=None)` (the maximum-likelihood value) on
+# results/reference/flow_map_seeds, seeds 0 and 2 (the two that learned; 8 samplers each).
+# flow_map is the noisiest family measured, so this is wide for the others. val_loss: the larger
+# of that pair's (0.0009) and the mdlm model retrained on an AMD EPYC CPU (README "Reference
+# results": 2.991 against 2.974, 0.012 as a tau).
 TRAINING_NOISE = {"gen_ppl": 0.177, "entropy": 0.080, "unigram_kl": 0.063, "bigram_kl": 0.083,
                   "mauve": 0.398, "val_loss": 0.012}
 TRAINING_NOISE_SOURCE = "flowbench/training_noise.py TRAINING_NOISE, measured on flow_map_seeds"
 Z95 = stats.norm.ppf(0.5 + LEVEL / 2)
-CONFIDENCE = 0.95  # tau^2 is used at this one-sided upper confidence bound
+CONFIDENCE = 0.99  # tau^2 is used at this one-sided upper confidence bound
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,13 @@ def sampling_variance(metric: str, row: dict, num) -> float:
     x, lo, hi = num(row.get(metric)), num(row.get(f"{metric}_lo")), num(row.get(f"{metric}_hi"))
     if x is None or lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return 0.0
-    below, above = transform(metric, x) - transform(metric, lo), transform(metric, hi) - transform(metric, x)
+    t = transform(metric, x)
+    below, above = t - transform(metric, lo), transform(metric, hi) - t
     clipped_low, clipped_high = lo <= 0, SCALES.get(metric) == "logit" and hi >= 1
-    half = below if clipped_high and not clipped_low else above if clipped_low and not clipped_high else (below + above) / 2
+    if clipped_low != clipped_high:
+        half = above if clipped_low else below
+    else:
+        half = (below + above) / 2
     return (max(half, 0.0) / Z95) ** 2
 
 
@@ -136,8 +141,16 @@ def model_groups(rows: list[dict], norm) -> dict[tuple, list[dict]]:
     return dict(groups)
 
 
-def noise_test(metric: str, run_row: dict, ref_rows: list[dict], spread: Spread, num) -> tuple[float, float]:
-    """(z, two-sided normal p) of the run row against the mean of the reference's seeds."""
+@dataclass(frozen=True)
+class NoiseTest:
+    """One metric of one run row against the reference's seeds: z and its two-sided normal p."""
+    metric: str
+    z: float
+    p: float
+
+
+def noise_test(metric: str, run_row: dict, ref_rows: list[dict], spread: Spread, num) -> NoiseTest:
+    """The run row against the mean of the reference's seeds on `metric`."""
     y = transform(metric, num(run_row.get(metric)))
     xs = [transform(metric, num(r.get(metric))) for r in ref_rows]
     k = len(xs)
@@ -145,11 +158,11 @@ def noise_test(metric: str, run_row: dict, ref_rows: list[dict], spread: Spread,
                 + sum(sampling_variance(metric, r, num) for r in ref_rows) / k ** 2)
     gap = y - sum(xs) / k
     if math.isclose(y, y - gap, rel_tol=1e-9, abs_tol=1e-12):
-        return 0.0, 1.0  # equal up to the float rounding of a mean
+        return NoiseTest(metric, 0.0, 1.0)  # equal up to the float rounding of a mean
     if variance <= 0:
-        return math.copysign(math.inf, gap), 0.0
+        return NoiseTest(metric, math.copysign(math.inf, gap), 0.0)
     z = gap / math.sqrt(variance)
-    return z, float(2 * stats.norm.sf(abs(z)))
+    return NoiseTest(metric, z, float(2 * stats.norm.sf(abs(z))))
 
 
 def holm(p_values: list[float]) -> list[float]:
