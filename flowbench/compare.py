@@ -159,6 +159,8 @@ def read(path: str | Path) -> tuple[Path, list[dict]]:
         rows = list(csv.DictReader(f))
     if rows and "row_key" not in rows[0]:
         raise CompareError(f"{csv_path}: not a leaderboard (no row_key column)")
+    if not rows:
+        raise CompareError(f"{csv_path}: no rows to compare")
     return csv_path, current_rows(rows)
 
 

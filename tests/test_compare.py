@@ -234,6 +234,15 @@ def test_an_oracle_rows_mauve_is_exact_only_on_the_same_cpu_kernels(tmp_path):
     assert compare(write(tmp_path / "run.csv", run), paths[1]).verdict == "within noise"
 
 
+def test_an_empty_run_is_bad_input_not_identical(tmp_path, capsys):
+    empty = tmp_path / "empty" / "leaderboard.csv"
+    empty.parent.mkdir()
+    empty.write_text(REFERENCE.read_text().splitlines()[0] + "\n")
+    assert main(["compare", str(empty), str(REFERENCE)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(empty) in err[0] and "no rows" in err[0]
+
+
 def test_compare_reports_missing_rows_and_matches_moved_keys_by_configuration(tmp_path):
     rows = read(REFERENCE)
     gone = next(i for i, r in enumerate(rows) if r["family"] == "mdlm")

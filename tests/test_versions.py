@@ -48,7 +48,7 @@ def test_bumping_a_family_version_retrains_that_family_only(tmp_path, monkeypatc
     assert all('"family": 2' in r["versions"] for r in added)
     report_keys = set(load(csv_path)["row_key"])  # the report keeps the newest version only
     assert report_keys == {r["row_key"] for r in added} | {r["row_key"] for r in first if r["family"] == "dfm"}
-    assert len(compare(csv_path, csv_path).matched) == 3
+    assert len(compare(csv_path, csv_path).pairs) == 3
 
     capsys.readouterr()
     run_suite(suite, out=out, jobs=1, progress=False)
