@@ -84,6 +84,12 @@ class Comparison:
         return "within noise" if any(p.verdict == "within noise" for p in self.pairs) else "identical"
 
     @property
+    def fallback(self) -> list[str]:
+        """Families whose trained rows were tested on the recorded training noise."""
+        tested = {p.reference["family"] for p in self.pairs if p.tests and p.reference["denoiser"] == "trained"}
+        return [f for f in self.one_seed if f in tested]
+
+    @property
     def ok(self) -> bool:
         return self.verdict != "inconsistent"
 
@@ -105,6 +111,8 @@ class Comparison:
             test, pair = max(tests, key=lambda tp: abs(tp[0].z))
             parts.append(f"{len(tests)} tests, Holm alpha {self.alpha:g}, largest |z| {abs(test.z):.1f} "
                          f"({short_label(pair.run)}: {test.metric})")
+        if self.fallback:
+            parts.append(f"one training seed in the reference ({', '.join(self.fallback)}): recorded noise scale")
         moved = sum(p.by == "configuration" for p in self.pairs)
         if moved:
             parts.append(f"{moved} matched by configuration, keys moved")
@@ -124,9 +132,8 @@ class Comparison:
         if self.out_of_scope:
             fams = ", ".join(f"{f} ({n})" for f, n in sorted(self.out_of_scope.items()))
             out.append(f"scope    the run's families only; reference rows of others not compared: {fams}")
-        tested = {p.reference["family"] for p in self.pairs if p.tests and p.reference["denoiser"] == "trained"}
-        if fallback := [f for f in self.one_seed if f in tested]:
-            out.append(f"one seed the reference has one training seed for {', '.join(fallback)}: their "
+        if self.fallback:
+            out.append(f"one seed the reference has one training seed for {', '.join(self.fallback)}: their "
                        f"trained rows are tested on the sampling interval widened by {TRAINING_NOISE_SOURCE}")
         for p in self.pairs:
             if p.verdict == "inconsistent":
