@@ -166,8 +166,10 @@ def _steer(args) -> int:
 
 
 def _compare(args) -> int:
-    from flowbench.compare import DEFAULT_ALPHA, DEFAULT_RTOL, CompareError, compare
+    from flowbench.compare import DEFAULT_ALPHA, DEFAULT_RTOL, CompareError, compare, stale_reason
 
+    if (why := stale_reason(args.reference)) is not None:  # compared all the same, on request
+        print(f"note: {args.reference} awaits recomputation ({why}); rows whose keys moved differ")
     try:
         result = compare(args.run, args.reference, rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
                          alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha)
@@ -197,12 +199,15 @@ def _reference_summary(csv_path: Path, *, only: dict) -> None:
     """One line comparing the run with results/reference/<suite>/, when that exists."""
     import csv
 
-    from flowbench.compare import compare, reference_for
+    from flowbench.compare import compare, reference_for, stale_reason
 
     with open(csv_path, newline="") as f:
         suite = next(csv.DictReader(f), {}).get("suite")
     reference = reference_for(suite) if suite else None
     if reference is None or reference.resolve() == Path(csv_path).resolve():
+        return
+    if (why := stale_reason(reference)) is not None:
+        print(f"not compared with {reference.parent}: it awaits recomputation ({why})")
         return
     families = {only["family"]} if only.get("family") else None
     print(compare(csv_path, reference, families=families).summary()

@@ -337,3 +337,13 @@ def reference_for(suite: str, *, root: Path = Path("results") / "reference") -> 
     """The committed reference leaderboard of a suite, if there is one."""
     path = root / suite / "leaderboard.csv"
     return path if path.is_file() else None
+
+
+STALE = "STALE"  # in a reference folder: its rows predate a change of what keys them (one line: why)
+
+
+def stale_reason(reference: str | Path) -> str | None:
+    """Why a reference awaits recomputation, if it does (its `STALE` file), else None."""
+    folder = Path(reference)
+    marker = (folder if folder.is_dir() else folder.parent) / STALE
+    return marker.read_text().strip() if marker.is_file() else None

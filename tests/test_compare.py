@@ -276,3 +276,21 @@ def test_a_fresh_run_writes_its_own_results_and_reproduces_the_reference(tmp_pat
     assert reference.read_bytes() == before
     summary = [line for line in out.splitlines() if "results/reference/smoke" in line]
     assert summary and summary[0].startswith("identical") and f"{expected} identical" in summary[0]
+
+
+def test_a_reference_marked_stale_is_named_so_not_compared_after_a_run(tmp_path, capsys, monkeypatch):
+    from flowbench.__main__ import _reference_summary
+
+    reference = tmp_path / "results" / "reference" / "smoke"
+    reference.mkdir(parents=True)
+    rows = read(REFERENCE)[:2]
+    for r in rows:
+        r["suite"] = "smoke"
+    write(reference / "leaderboard.csv", rows)
+    (reference / "STALE").write_text("row keys changed; recompute\n")
+    run = tmp_path / "results" / "smoke" / "leaderboard.csv"
+    write(run, rows)
+    monkeypatch.chdir(tmp_path)
+    _reference_summary(Path("results/smoke/leaderboard.csv"), only={})
+    out = capsys.readouterr().out.strip()
+    assert out.count("\n") == 0 and "awaits recomputation (row keys changed; recompute)" in out
