@@ -4,7 +4,8 @@
                         [--launcher local|debug|slurm [--cluster slurm/PROFILE.yaml] [--wait]]
 
 Models are cached in the cache directory ($FLOWBENCH_CACHE, default .cache/flowbench) under a
-hash of exactly the fields that affect training; rows go to <out>/leaderboard.csv.
+hash of exactly the fields that affect training (models/<family>-<key>.pt), and every load checks
+the fields the checkpoint saved; rows go to <out>/leaderboard.csv.
 """
 from __future__ import annotations
 
