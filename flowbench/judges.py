@@ -37,6 +37,11 @@ class Judge:
     version: ClassVar[int] = 1  # bump when scores change: it enters the row key (flowbench/versions.py)
     pinned: ClassVar[dict] = {}  # defaults that decide the scores (a hub revision): part of row keys
 
+    def __new__(cls, *args, **kwargs):
+        judge = super().__new__(cls)
+        judge.made_with = kwargs  # every keyword it was made with, for describe()
+        return judge
+
     def __init__(self, *, corpus, cache_dir: Path, device: torch.device, **params):
         self.corpus, self.cache_dir, self.device = corpus, Path(cache_dir), device
         if params:
@@ -58,6 +63,13 @@ class Judge:
     def floor(self) -> dict[str, float]:
         """What true data scores, where the judge knows it (the exact judge's entropy rate)."""
         return {}
+
+    def describe(self) -> dict:
+        """What decides this judge's scores: its class, version and pinned defaults, the keywords it
+        was made with (the corpus by its own describe()); two judges that describe alike score alike."""
+        made_with = {k: (v.describe() if k == "corpus" else str(v)) for k, v in self.made_with.items()}
+        return {"judge": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                "version": self.version, "pinned": self.pinned, **made_with}
 
 
 @JUDGES.register("exact")

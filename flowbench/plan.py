@@ -84,7 +84,9 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.family}-{self.key[:6]}"
+        """<family>-<key>: names the model's checkpoint, its lock and its job (a key prefix could
+        name two models)."""
+        return f"{self.family}-{self.key}"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
                         [--launcher local|debug|slurm [--cluster slurm/PROFILE.yaml] [--wait]]
 
 Models are cached in the cache directory ($FLOWBENCH_CACHE, default .cache/flowbench) under a
-hash of exactly the fields that affect training; rows go to <out>/leaderboard.csv.
+hash of exactly the fields that affect training (models/<family>-<key>.pt), and every load checks
+the fields the checkpoint saved; rows go to <out>/leaderboard.csv.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
 from flowbench.metrics import score_samples
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
 from flowbench.registry import FAMILIES, JUDGES, METRICS
-from flowbench.trainer import (distributed_rank, load_checkpoint, precision_context, resolve_device,
-                               train)
+from flowbench.trainer import (CheckpointError, distributed_rank, load_checkpoint, precision_context,
+                               resolve_device, same_identity, train)
 from flowbench.versions import find_superseded
 
 
@@ -49,8 +50,29 @@ def git_sha() -> str:
         return "unknown"
 
 
+def checkpoint_meta(spec: ModelSpec) -> dict:
+    """What a model's checkpoint saves and is checked against on every load: its identity
+    (whose hash is its key) and, for people, its label."""
+    return {"label": spec.label, **spec.identity()}
+
+
 def checkpoint_path(spec: ModelSpec) -> Path:
-    return cache_root() / "models" / f"{spec.label}.pt"
+    """models/<family>-<key>.pt. A checkpoint an older flowbench named by the key's first 6 hex
+    characters is moved here if it holds this model; one that holds another model stays where it is."""
+    path = cache_root() / "models" / f"{spec.label}.pt"
+    legacy = path.with_name(f"{spec.family}-{spec.key[:6]}.pt")
+    if not path.exists() and legacy.exists():
+        try:
+            if same_identity(load_checkpoint(legacy).get("meta") or {}, checkpoint_meta(spec)):
+                os.replace(legacy, path)
+        except (CheckpointError, FileNotFoundError):
+            pass  # unreadable (not known to be this model's), or moved here by another process meanwhile
+    return path
+
+
+def load_trained(spec: ModelSpec) -> dict:
+    """The finished checkpoint of `spec`, refused if it holds another model."""
+    return load_checkpoint(checkpoint_path(spec), meta=checkpoint_meta(spec))
 
 
 def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 0,
@@ -72,7 +94,7 @@ def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 
     with (model_lock(ckpt) if distributed_rank()[0] == 0 else contextlib.nullcontext()):
         state = train(family=family, model=model, train_data=corpus.split("train", n_train),
                       val_data=corpus.split("validation", spec.train.val_sequences), config=spec.train,
-                      seed=spec.seed, checkpoint=ckpt, meta={"label": spec.label, **spec.identity()},
+                      seed=spec.seed, checkpoint=ckpt, meta=checkpoint_meta(spec),
                       device=resolve_device(suite.eval.device), progress=progress, position=position, on_step=on_step)
     return {"step": state["step"], "train_tokens": state["train_tokens"]}
 
@@ -130,7 +152,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     memory = PeakMemory(device)  # before the network is built: its weights count, the judge's not
     compiled = suite.eval.compile and point.denoiser == "trained"  # an oracle is no network to compile
     if point.denoiser == "trained":
-        state = load_checkpoint(checkpoint_path(spec))
+        state = load_trained(spec)
         net = family.build_model(suite.backbone)
         net.load_state_dict(state["weights"])
         net.to(device).eval()

@@ -9,6 +9,7 @@ state the loop draws on (noise and global RNGs, optimiser, schedule, EMA, histor
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import time
@@ -20,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_wsd_schedule
 
-from flowbench.config import TrainConfig
+from flowbench.config import TrainConfig, config_hash
 
 
 class CheckpointError(RuntimeError):
@@ -84,11 +85,59 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, *, meta: dict | None = None) -> dict:
+    """The checkpoint at `path`; given `meta` (what `train` was given), refuse one saved for
+    another model (CheckpointError, one line naming both)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and how to recover
         raise CheckpointError(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to retrain") from None
+    saved = state.get("meta") or {}
+    if meta is not None and not same_identity(saved, meta):
+        differ = sorted(k for k in (set(saved) | set(meta)) - {"label"}
+                        if config_hash(saved.get(k)) != config_hash(meta.get(k)))
+        raise CheckpointError(f"checkpoint {path} holds {_identity_name(saved)}, not {_identity_name(meta)} "
+                              f"(they differ in {', '.join(differ)}); move or delete it")
+    return state
+
+
+def _identity(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k != "label"}  # the label is for people
+
+
+def same_identity(saved: dict, meta: dict) -> bool:
+    """Whether a checkpoint's saved `meta` is that of the model `meta` describes: every field
+    but the label, compared as the keys hash them (JSON, sorted)."""
+    return config_hash(_identity(saved), n=64) == config_hash(_identity(meta), n=64)
+
+
+def _identity_name(meta: dict) -> str:
+    label, digest = meta.get("label") or "an unlabelled model", config_hash(_identity(meta))
+    return label if digest in label else f"{label} (identity {digest})"
+
+
+def saved_world(state: dict) -> int:
+    """How many processes trained the checkpoint `state` (older checkpoints do not say)."""
+    ranks = state.get("noise_rng_ranks")
+    return state.get("world") or (len(ranks) if ranks else 1)
+
+
+def restore_noise(noise_gen: torch.Generator, state: dict, *, seed: int, rank: int, world: int) -> str | None:
+    """Set this process's noise generator to where the checkpoint `state` left it.
+
+    With the world size it was saved with, each process continues its own saved stream (the resumed
+    run is the uninterrupted one). With another, each process's slice of a batch is another slice
+    and no saved stream continues it: every process starts a fresh stream, a function of (seed, step,
+    rank, world) alone, and a line saying so is returned."""
+    saved = saved_world(state)
+    if saved == world:
+        noise_gen.set_state(state["noise_rng"] if world == 1 else state["noise_rng_ranks"][rank])
+        return None
+    step = state["step"]
+    digest = hashlib.sha256(f"noise seed={seed} step={step} rank={rank} world={world}".encode()).digest()
+    noise_gen.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return (f"checkpoint of {saved} process(es) resumed at step {step} by {world}: each process's noise "
+            f"stream is drawn afresh from the seed and step")
 
 
 def batches(data: torch.Tensor, batch_size: int, *, seed: int, start: int = 0):
@@ -161,7 +210,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
     step, history, loss_avg, seconds = 0, [], None, 0.0
 
     if checkpoint.exists():
-        state = load_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint, meta=meta)  # another model's weights are never resumed
         model.load_state_dict(state["model"])
         if state.get("done"):
             return state
@@ -169,7 +218,9 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
         sched.load_state_dict(state["scheduler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        noise_gen.set_state(state["noise_rng"] if world == 1 else state["noise_rng_ranks"][rank])
+        note = restore_noise(noise_gen, state, seed=seed, rank=rank, world=world)
+        if note and rank == 0:
+            print(f"{meta.get('label', 'training')}: {note}", flush=True)
         if state.get("torch_rng") is not None:  # the global RNG: dropout (older checkpoints lack it)
             torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and device.type == "cuda":
@@ -192,6 +243,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
                 "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "step": step, "history": history, "loss_avg": loss_avg, "done": done, "meta": meta,
+                "world": world,
                 "seconds": time.perf_counter() - t0,  # training wall time; lost work is not counted
                 "train_tokens": step * config.batch_size * seq_len}
 

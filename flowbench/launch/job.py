@@ -33,7 +33,7 @@ class JobPoint:
 
 @dataclass(frozen=True)
 class Job:
-    name: str  # the model's label, or 'oracle-<family>' for points that need no training
+    name: str  # the model's label (as its checkpoint), or 'oracle-<family>' for points that need no training
     suite: str  # absolute path of the suite file
     out: str  # the results folder
     cache: str  # the cache folder (checkpoints, corpora, judges)
@@ -112,10 +112,11 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
         return 0
     beat = Heartbeat(job.shard, rows_total=len(todo))
     if job.trains:
-        ckpt = runner.checkpoint_path(todo[0][0].model)  # the log says what a requeued job picked up
-        start = runner.load_checkpoint(ckpt)["step"] if ckpt.exists() else 0
+        spec = todo[0][0].model
+        # the log says what a requeued job picked up
+        start = runner.load_trained(spec)["step"] if runner.checkpoint_path(spec).exists() else 0
         print(f"job {job.name}: training from step {start}", flush=True)
-        trained = runner.train_model(todo[0][0].model, threads=threads, position=position, progress=progress,
+        trained = runner.train_model(spec, threads=threads, position=position, progress=progress,
                                      on_step=beat.train)
         beat.train(trained["step"], trained["step"], beat.state["train_seconds"])
     if not is_main_process():  # DDP: every rank trains, one evaluates

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import torch
 
+from flowbench.config import config_hash
 from flowbench.metrics.base import Metric, Samples, register
 
 
@@ -48,18 +49,36 @@ class GenPPL(Metric):
 _floors: dict = {}
 
 
+def _identity(obj) -> str | None:
+    """A hash of what `obj` (a judge, a corpus) says identifies it, or None if it says nothing;
+    unlike id(), it is never handed on to another object."""
+    describe = getattr(obj, "describe", None)
+    if describe is None:
+        return None
+    kind = type(obj)
+    return config_hash({"class": f"{kind.__module__}.{kind.__qualname__}",
+                        "version": getattr(kind, "version", None), "describe": describe()}, n=64)
+
+
 def true_gen_ppl(judge, corpus, n: int) -> float | None:
-    """gen_ppl of the first n test-split sequences under `judge` (once per judge and n)."""
-    key = (id(judge), id(corpus), n)
+    """gen_ppl of the first n test-split sequences under `judge`: once per judge, corpus and n as
+    they describe themselves; every time for objects that do not."""
+    judge_id, corpus_id = _identity(judge), _identity(corpus)
+    if judge_id is None or corpus_id is None:
+        return _true_gen_ppl(judge, corpus, n)
+    key = (judge_id, corpus_id, n)
     if key not in _floors:
-        available = corpus.available("test")
-        true = corpus.split("test", min(n, available) if available is not None else n)
-        if len(true) == 0:
-            _floors[key] = None
-        else:
-            nll, mask = judge.score(true)
-            _floors[key] = math.exp((nll.double() * mask).sum().item() / mask.sum().item())
+        _floors[key] = _true_gen_ppl(judge, corpus, n)
     return _floors[key]
+
+
+def _true_gen_ppl(judge, corpus, n: int) -> float | None:
+    available = corpus.available("test")
+    true = corpus.split("test", min(n, available) if available is not None else n)
+    if len(true) == 0:
+        return None
+    nll, mask = judge.score(true)
+    return math.exp((nll.double() * mask).sum().item() / mask.sum().item())
 
 
 def gen_ppl(*, tokens: torch.Tensor | None, nll: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:

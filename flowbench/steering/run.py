@@ -33,13 +33,12 @@ from flowbench.families.flow_map import FlowMap
 from flowbench.leaderboard import Leaderboard
 from flowbench.plan import make_corpus, plan
 from flowbench.registry import FAMILIES
-from flowbench.runner import CallCounter, cache_root, checkpoint_path, git_sha, train_model
+from flowbench.runner import CallCounter, cache_root, git_sha, load_trained, train_model
 from flowbench.steering.config import SteeringConfig, load_steering_suite
 from flowbench.steering.finetune import finetune
 from flowbench.steering.guidance import best_of_n, guided_sample, passes
 from flowbench.steering.rewards import REWARDS
 from flowbench.steering.target import TiltedTarget
-from flowbench.trainer import load_checkpoint
 
 VERSION = 1  # bump when a method or a score changes: it enters every row key
 COLUMNS = [
@@ -156,7 +155,7 @@ def _network(family, spec, denoiser, corpus, cfg, *, progress):
         return family.oracle_model(corpus.posterior, steps_per_unit=cfg.oracle_steps_per_unit), {
             "oracle_steps_per_unit": cfg.oracle_steps_per_unit}
     train_model(spec, progress=progress)  # returns at once when the checkpoint says done
-    state = load_checkpoint(checkpoint_path(spec))
+    state = load_trained(spec)
     net = family.build_model(spec.suite.backbone)
     net.load_state_dict(state["weights"])
     history = state["history"]
