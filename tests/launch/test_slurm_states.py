@@ -31,7 +31,7 @@ SUITE = {
     "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2},
     "train": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "eval_every": 4, "checkpoint_every": 4,
               "val_sequences": 16},
-    "eval": {"num_samples": 16, "batch_size": 8, "judge": "exact"},  # two batches per row
+    "eval": {"num_samples": 16, "batch_size": 8, "judge": "exact", "metrics": ["gen_ppl", "entropy"]},  # 2 batches a row
     "seeds": [0],
     "runs": [{"family": "kl_flow", "denoiser": ["trained", "oracle"], "samplers": [{"sampler": "ode", "nfe": [1, 2, 4]}]},
              {"family": "dfm", "params": {"source": "uniform"}, "samplers": [{"sampler": "euler", "nfe": [1, 2]}]}],
@@ -106,7 +106,8 @@ def states(out: Path) -> dict[str, tuple[str, str]]:
     """job name -> (state, why), one per job (its points share them)"""
     found = {}
     for entry in point_status(out):
-        assert found.setdefault(entry["job"], (entry["state"], entry["why"])) == (entry["state"], entry["why"])
+        said = (entry["state"], entry.get("why", ""))
+        assert found.setdefault(entry["job"], said) == said
     return found
 
 
@@ -131,10 +132,10 @@ def test_without_sacct_jobs_read_from_their_own_files_and_run_resubmits_the_dead
     assert run_as_slurm(*first[oracle]).returncode == 0
     assert run_as_slurm(*first[trained_kl], kill_at="training").returncode == -signal.SIGKILL
     now = states(out)
-    assert now[oracle] == ("done", "")
-    assert now[trained_dfm] == ("queued", "squeue PENDING")
     state, why = now[trained_kl]
     assert state == "failed" and why.startswith("died: log without result") and "no sacct" in why, why
+    assert now[oracle] == ("done", "")
+    assert now[trained_dfm] == ("queued", "squeue PENDING")
     lines = status_lines(out)
     assert lines[-1] == "3 done, 2 queued, 0 running, 3 failed, 0 unknown"
     assert all("(died: " in line for line in lines if line.startswith("failed"))
