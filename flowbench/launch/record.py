@@ -61,7 +61,10 @@ def _ask(command: list[str]) -> tuple[str, str]:
     """(stdout, why it said nothing useful): 'no <tool>' off PATH, its error line if it failed."""
     if shutil.which(command[0]) is None:
         return "", f"no {command[0]}"
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    except subprocess.TimeoutExpired:  # a controller or database that does not answer
+        return "", f"{command[0]} timed out"
     if done.returncode != 0 and not done.stdout.strip():
         said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         # squeue asked for a single id fails if Slurm has forgotten it (for several it filters)
