@@ -31,9 +31,10 @@ SUITE = {
     "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2},
     "train": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "eval_every": 4, "checkpoint_every": 4,
               "val_sequences": 16},
-    "eval": {"num_samples": 16, "batch_size": 8, "judge": "exact", "metrics": ["gen_ppl", "entropy"]},  # 2 batches a row
+    "eval": {"num_samples": 16, "batch_size": 8, "judge": "exact", "metrics": ["gen_ppl", "entropy"]},  # 2 batches
     "seeds": [0],
-    "runs": [{"family": "kl_flow", "denoiser": ["trained", "oracle"], "samplers": [{"sampler": "ode", "nfe": [1, 2, 4]}]},
+    "runs": [{"family": "kl_flow", "denoiser": ["trained", "oracle"],
+              "samplers": [{"sampler": "ode", "nfe": [1, 2, 4]}]},
              {"family": "dfm", "params": {"source": "uniform"}, "samplers": [{"sampler": "euler", "nfe": [1, 2]}]}],
 }
 
