@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                           "slurm: submitit job arrays (returns after submission unless --wait)")
     run.add_argument("--cluster", metavar="PROFILE", help="cluster profile for --launcher slurm, e.g. slurm/local.yaml")
     run.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the jobs and collect")
-    for name, text in (("status", "each point of a submitted run: done, queued, running or failed"),
+    for name, text in (("status", "each point of a submitted run: done, queued, running, failed or unknown"),
                        ("collect", "merge the finished jobs' rows into the leaderboard")):
         sub.add_parser(name, help=text).add_argument("results", help="a results folder, e.g. results/smoke")
     steer = sub.add_parser("steer", help="run a steering suite (reward alignment; flowbench/steering)")

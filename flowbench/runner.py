@@ -28,7 +28,7 @@ from flowbench.metrics import score_samples
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
 from flowbench.registry import FAMILIES, JUDGES, METRICS
 from flowbench.trainer import (CheckpointError, distributed_rank, load_checkpoint, precision_context,
-                               resolve_device, same_identity, train)
+                               resolve_device, same_identity, stop_if_requested, train)
 from flowbench.versions import find_superseded
 
 
@@ -177,6 +177,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
         model.calls, chunks, latencies, batches = 0, [], [], 0
         gen.manual_seed(spec.seed)
         for start in range(0, n, bs):
+            stop_if_requested(f"evaluation of {spec.label} {point.sampler}")  # a notice: stop between batches
             _sync(device)
             t0 = time.perf_counter()
             chunks.append(family.sample(model, n=min(bs, n - start), generator=gen, **kw).cpu())

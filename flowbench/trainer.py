@@ -28,7 +28,12 @@ class CheckpointError(RuntimeError):
     pass
 
 
-class TrainingInterrupted(RuntimeError):
+class Interrupted(RuntimeError):
+    """Raised at a safe point (a training step's end, between evaluation batches) after
+    `request_stop()`; what is done up to that point is kept."""
+
+
+class TrainingInterrupted(Interrupted):
     """Raised at a step boundary after `request_stop()`, once the checkpoint of that step is saved."""
 
 
@@ -36,8 +41,9 @@ _stop_requested = False
 
 
 def request_stop(*_signal) -> None:
-    """Ask the running `train` to checkpoint after its current step and raise TrainingInterrupted;
-    safe to call from a signal handler (a preemption notice), which is what it is for."""
+    """Ask the running `train` to checkpoint after its current step and raise TrainingInterrupted,
+    or the work after training to stop at its next `stop_if_requested`; safe to call from a signal
+    handler (a preemption or time-limit notice), which is what it is for."""
     global _stop_requested
     _stop_requested = True
 
@@ -46,6 +52,13 @@ def _stop_now() -> bool:
     global _stop_requested
     stop, _stop_requested = _stop_requested, False
     return stop
+
+
+def stop_if_requested(what: str) -> None:
+    """Raise Interrupted if a stop was requested (and clear the request): work outside training,
+    such as evaluation, calls this between its units so a notice stops it at a unit's end."""
+    if _stop_now():
+        raise Interrupted(f"{what}: stopped on request")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -287,7 +300,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             history.append({"step": step, "train_loss": loss_avg, "val_loss": val,
                             "seconds": time.perf_counter() - t0})
             bar.set_postfix(loss=f"{loss_avg:.3f}", val=f"{val:.3f}")
-        stop = _stop_now()  # preempted: lose nothing but the unfinished step
+        stop = _stop_requested  # preempted: lose nothing but the unfinished step
         if world > 1:  # all processes stop at the same step, or the next all-reduce hangs
             flag = torch.tensor([float(stop)], device=device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -295,6 +308,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
         if (step % config.checkpoint_every == 0 or stop) and step < total:
             save(snapshot(done=False))
         if stop and step < total:
+            _stop_now()  # a request after the last step is left for what follows training
             bar.close()
             raise TrainingInterrupted(f"{meta.get('label', 'training')}: stopped at step {step} of {total}; "
                                       f"checkpoint saved to {checkpoint}")

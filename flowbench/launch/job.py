@@ -90,6 +90,7 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     from flowbench.config import load_suite
     from flowbench.plan import make_corpus, plan
     from flowbench.registry import JUDGES, load_builtins
+    from flowbench.trainer import stop_if_requested
 
     os.environ["FLOWBENCH_CACHE"] = job.cache  # runner.cache_root() of this process
     retain_freed_memory()  # a spawned or cluster worker is a process of its own
@@ -128,6 +129,7 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     floor = judge.floor()
     board = Leaderboard(Path(job.out))  # its samples folder; rows go to the shard
     for point, jp in todo:
+        stop_if_requested(f"job {job.name}, before {jp.label}")  # a notice: stop between rows
         t0 = time.perf_counter()
         row, tokens = runner.evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
         board.write_samples(jp.row_key, tokens, vocab_size=corpus.vocab_size)

@@ -2,8 +2,10 @@
 
 Each job runs `run_job` in a `SuiteJob`, submitit's checkpointing protocol: on the preemption or
 time-limit notice (USR2, `signal_delay_s` before the end) and on SIGTERM, training checkpoints at
-the end of its current step and stops; after USR2 submitit calls `checkpoint()`, which resubmits
-the same job, and the requeued job resumes from that checkpoint and skips rows already written.
+the end of its current step and stops, and evaluation stops at the end of its current batch (the
+row in progress is dropped, the rows written are kept); after USR2 the job hands over to
+submitit's requeue, which calls `checkpoint()` to resubmit the same job, and the requeued job
+resumes from that checkpoint and skips the rows its shard holds.
 Every run submits into a new folder (`<out>/slurm/<time>`): Slurm restarts job ids on a fresh
 state directory, and a reused folder named by job id could return an earlier run's result.
 """
@@ -19,7 +21,7 @@ import submitit
 from flowbench.launch import LauncherError
 from flowbench.launch.job import Job, run_job
 from flowbench.launch.profile import ClusterProfile, load_profile
-from flowbench.trainer import TrainingInterrupted, request_stop
+from flowbench.trainer import Interrupted, request_stop
 
 
 class SuiteJob(submitit.helpers.Checkpointable):
@@ -36,7 +38,7 @@ class SuiteJob(submitit.helpers.Checkpointable):
             from flowbench.launch.ddp import init_distributed
 
             init_distributed(submitit.helpers.TorchDistributedEnvironment())
-        # submitit requeues on USR2 at once, mid-step; stop at the step's end first, then hand over
+        # submitit requeues on USR2 at once, mid-step; stop at a step's or a batch's end, then hand over
         usr2 = env._usr_sig()
         requeue = signal.getsignal(usr2)
         received = []
@@ -50,8 +52,9 @@ class SuiteJob(submitit.helpers.Checkpointable):
         signal.signal(signal.SIGTERM, notice)
         try:
             return run_job(job, threads=int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or None)
-        except TrainingInterrupted:
+        except Interrupted as stopped:  # in training or in evaluation
             if usr2 in received and callable(requeue):
+                print(f"{stopped}; requeueing", flush=True)
                 requeue(usr2, None)  # checkpoint() -> requeue -> exit
             raise
         finally:
@@ -89,7 +92,8 @@ class SubmititLauncher:
         return {job.name: {"job_id": str(sj.job_id), "log": str(sj.paths.stderr)} for job, sj in self.submitted}
 
     def not_in_flight(self, points: list, key_of) -> list:
-        """The points not already queued or running from an earlier submission (one sacct call)."""
+        """The points not queued or running in an earlier submission by any source (squeue, sacct);
+        a point whose job failed, died or is unknown to all of them is submitted again."""
         if self.name != "slurm":
             return points
         from flowbench.launch.record import point_status

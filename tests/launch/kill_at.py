@@ -6,6 +6,11 @@ $FLOWBENCH_KILL_AT:
     between     right after a job's first row reached its shard
     mid-row     after a row's samples were written, before its row
     merge       after collect merged one row into the leaderboard
+
+and one that sends, rather than kills:
+
+    notice-mid-row  SIGUSR2 (Slurm's time-limit notice) to itself in the first sampled batch
+                    of the row after the first one that reached its shard
 """
 import os
 import signal
@@ -49,6 +54,25 @@ def arm(where):
                 die()
 
         Leaderboard.append = append_then_die
+    elif where == "notice-mid-row":
+        from flowbench.runner import CallCounter
+
+        append, call = Leaderboard.append, CallCounter.__call__
+        seen = {"rows": 0, "runs": 0}  # shard rows; sampling runs of the next row (warm-up, batches)
+
+        def append_and_count(self, row):
+            append(self, row)
+            seen["rows"] += self.dir.parent.name == "shards"
+
+        def call_then_notice(self, *args, **kwargs):
+            if seen["rows"] == 1 and self.calls == 0:  # a sampling run of the second row begins
+                seen["runs"] += 1
+                if seen["runs"] == 2:  # its first timed batch, after the warm-up
+                    os.kill(os.getpid(), signal.SIGUSR2)
+            return call(self, *args, **kwargs)
+
+        Leaderboard.append = append_and_count
+        CallCounter.__call__ = call_then_notice
 
 
 arm(os.environ.get("FLOWBENCH_KILL_AT", ""))
