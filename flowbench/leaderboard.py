@@ -18,7 +18,7 @@ SWEEP_COLUMNS = ("t_star", "beta", "alpha", "temperature", "top_p")  # sampler/f
 COLUMNS = [
     "suite", "family", "denoiser", "sampler", "nfe", "backbone_calls", *SWEEP_COLUMNS,
     "seed", "params", "train_steps", "train_tokens", "train_passes", "val_loss", "gen_ppl", "gen_ppl_mean",
-    "nll_mean", "nll_median", "ppl_floor", "judge", "entropy",
+    "nll_mean", "nll_median", "judge", "entropy",
     *[c for c in METRIC_COLUMNS if c not in ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median", "entropy")],
     "samples_per_s", "tokens_per_s",
     "latency_s", "peak_mem_mb", "num_samples", "family_params", "sampler_params", "device",

@@ -126,8 +126,6 @@ def score_file(samples: str | Path, *, corpus_spec: str, judge: str | None = Non
         raise JudgeError(f"judge {suite.eval.judge!r}: {err}") from None
     row = score_samples(tokens, corpus=corpus, judge=judge_obj, eval_config=suite.eval, seed=seed,
                         cache_dir=cache_dir)
-    floor = judge_obj.floor()
     return {"samples": str(samples), "num_samples": len(tokens), "dropped_short": short,
             "corpus": json.dumps(corpus.describe(), sort_keys=True), "judge": suite.eval.judge,
-            "ppl_floor": floor.get("ppl_floor"), **row,
-            **({"text": [corpus.decode(t) for t in tokens[:text]]} if text else {})}
+            **row, **({"text": [corpus.decode(t) for t in tokens[:text]]} if text else {})}

@@ -126,7 +126,6 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     device = runner.resolve_device(suite.eval.device)
     judge = JUDGES.get(suite.eval.judge)(corpus=corpus, cache_dir=runner.cache_root(), device=device,
                                          **suite.eval.judge_params)
-    floor = judge.floor()
     board = Leaderboard(Path(job.out))  # its samples folder; rows go to the shard
     for point, jp in todo:
         stop_if_requested(f"job {job.name}, before {jp.label}")  # a notice: stop between rows
@@ -134,7 +133,7 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
         row, tokens = runner.evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
         board.write_samples(jp.row_key, tokens, vocab_size=corpus.vocab_size)
         shard.append({**row, "suite": suite.name, "judge": suite.eval.judge,
-                      "ppl_floor": floor.get("ppl_floor"), "git_sha": job.git_sha, "row_key": jp.row_key,
+                      "git_sha": job.git_sha, "row_key": jp.row_key,
                       "timestamp": job.timestamp, "supersedes": jp.supersedes,
                       "versions": runner._json({c: v for c, (_, v) in point.components().items()})})
         beat.row(time.perf_counter() - t0)

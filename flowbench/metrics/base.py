@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from flowbench.config import SuiteError
+from flowbench.metrics.floors import floor_columns
 
 
 class MetricError(SuiteError):
@@ -54,6 +55,7 @@ class Metric:
     version: ClassVar[int] = 1  # bump when values change: it enters every row key
     columns: ClassVar[tuple[str, ...]] = ()  # every column it writes, in leaderboard order
     interval: ClassVar[tuple[str, ...]] = ()  # columns that get <col>_lo / <col>_hi
+    floors: ClassVar[tuple[str, ...]] = ()  # columns that get <col>_floor(_lo, _hi): true data at N
     needs_exact: ClassVar[bool] = False  # needs a corpus with a known likelihood (the embedded language)
     needs_judge: ClassVar[bool] = False  # reads the judge's NLL
     bounds: ClassVar[tuple[float, float]] = (0.0, float("inf"))  # range of the interval columns
@@ -82,10 +84,13 @@ class Metric:
         if self.interval:
             row.update(bootstrap_interval(lambda s: self.combine(s, samples, params), stats,
                                           columns=self.interval, seed=samples.seed, bounds=self.bounds))
+        if self.floors:
+            row.update(floor_columns(self, samples, params))
         return row
 
     def all_columns(self) -> tuple[str, ...]:
-        return self.columns + tuple(f"{c}_{end}" for c in self.interval for end in ("lo", "hi"))
+        return (self.columns + tuple(f"{c}_{end}" for c in self.interval for end in ("lo", "hi"))
+                + tuple(f"{c}_floor{end}" for c in self.floors for end in ("", "_lo", "_hi")))
 
 
 class FunctionMetric(Metric):

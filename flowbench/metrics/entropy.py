@@ -10,28 +10,20 @@ from flowbench.metrics.base import Metric, Samples, register
 @register
 class Entropy(Metric):
     """tokens: (N, L). For each sample, H_n = -sum_v c_v/L log(c_v/L) over its token counts c_v,
-    in nats; the column is the mean over samples (the MDLM / DUO convention). entropy_floor:
-    the same of as many test-split sequences (true data)."""
+    in nats; the column is the mean over samples (the MDLM / DUO convention). entropy_floor
+    (with its 5-95% band): the same of true test-split sequences (flowbench/metrics/floors.py)."""
 
     name = "entropy"
     higher_is_better = True
-    columns = ("entropy", "entropy_floor")
+    columns = ("entropy",)
     interval = ("entropy",)
+    floors = ("entropy",)
 
     def stats(self, samples: Samples, params: dict) -> dict[str, np.ndarray]:
         return {"entropy": per_sample_entropy(samples.tokens).numpy()}
 
     def combine(self, stats, samples, params):
         return {"entropy": float(stats["entropy"].mean())}
-
-    def compute(self, samples, params=None):
-        row = super().compute(samples, params)
-        if samples.corpus is not None:
-            available = samples.corpus.available("test")
-            n = len(samples.tokens) if available is None else min(len(samples.tokens), available)
-            if n:
-                row["entropy_floor"] = per_sample_entropy(samples.corpus.split("test", n)).mean().item()
-        return row
 
 
 def per_sample_entropy(tokens: torch.Tensor) -> torch.Tensor:

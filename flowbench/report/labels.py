@@ -11,20 +11,27 @@ import pandas as pd
 from flowbench.leaderboard import COLUMNS, SWEEP_COLUMNS
 
 TEMPERING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
+SPLIT_TAGS = {"tuning": " [tuning]", "held_out": " [held-out]"}
+OPTIONAL = ("sample_seed", "split")  # columns of newer leaderboards; absent: one sampling seed, no split
 
 
 def load(csv_path: str | Path) -> pd.DataFrame:
     """The leaderboard's current rows with `config` (family, sampler and every parameter that
-    varies) and `run` (config, plus oracle, training budget and seed where they vary)."""
+    varies), `setting` (config, plus oracle, training budget and sample count where they vary),
+    `line` (setting, plus split and sampling seed: the report's line, one per group of training
+    seeds) and `run` (line, plus the training seed where it varies: one per row)."""
     df = pd.read_csv(csv_path, dtype={"row_key": str, "supersedes": str})
     return label(df)
 
 
 def label(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    for col in COLUMNS:  # an older leaderboard lacks the newer columns
+    for col in (*COLUMNS, *OPTIONAL):  # an older leaderboard lacks the newer columns
         if col not in df:
             df[col] = np.nan
+    bad = set(df["split"].dropna().astype(str)) - {"", *SPLIT_TAGS}
+    if bad:
+        raise ValueError(f"column 'split': unknown value {sorted(bad)[0]!r} (expected 'tuning', 'held_out' or empty)")
     params = df["sampler_params"].astype(object).where(df["sampler_params"].notna(), "{}")
     for col in SWEEP_COLUMNS:  # older rows kept some sweep knobs (AR's temperature) in the JSON only
         from_json = pd.to_numeric(params.map(lambda p, c=col: json.loads(p or "{}").get(c)), errors="coerce")
@@ -38,9 +45,8 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
         default = TEMPERING_DEFAULTS.get(col)
         df["config"] += df[col].map(lambda v, c=col, d=default: f" {c}={v:g}" if pd.notna(v) and v != d else "")
     df["run"] = df["config"] + df["denoiser"].map({"oracle": " (oracle)"}).fillna("")
-    for col, name in (("train_passes", "passes"), ("seed", "seed")):
-        if df.loc[df["denoiser"] == "trained", col].nunique() > 1:
-            df["run"] += df[col].map(lambda v, n=name: f" {n}={v:g}" if pd.notna(v) else "")
+    if df.loc[df["denoiser"] == "trained", "train_passes"].nunique() > 1:
+        df["run"] += df["train_passes"].map(lambda v: f" passes={v:g}" if pd.notna(v) else "")
     if df["num_samples"].nunique() > 1:  # a run's own sample count (RunEntry.eval): the rest unnamed
         usual = df["num_samples"].mode().iloc[0]
         df["run"] += df["num_samples"].map(lambda v: f" samples={v:g}" if pd.notna(v) and v != usual else "")
@@ -49,9 +55,20 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("suite", "corpus"):
         if col in df and df[col].nunique() > 1:  # a merged leaderboard: the suite is part of the label
             df["run"] = df[col].astype(str) + ": " + df["run"]
+    df["setting"] = df["run"]  # what a tuning row and its held-out twin share
+    split = df["split"].fillna("").astype(str)
+    df["run"] += split.map(SPLIT_TAGS).fillna("")
+    if df.groupby(split)["sample_seed"].nunique().gt(1).any():
+        df["run"] += df["sample_seed"].map(lambda v: f" sample_seed={v:g}" if pd.notna(v) else "")
+    df["line"] = df["run"]  # the report's line: rows that differ only in training seed share it
+    if df["seed"].nunique() > 1:
+        df["run"] += df["seed"].map(lambda v: f" seed={v:g}" if pd.notna(v) else "")
+    df["clash"] = ""
     clash = df[df.duplicated(["run", "nfe"], keep=False)]
     if len(clash):  # rows that differ in a column the label does not name: never average them
-        df.loc[clash.index, "run"] += " #" + clash["row_key"].astype(str).str[:6]
+        df.loc[clash.index, "clash"] = " #" + clash["row_key"].astype(str).str[:6]
+        df["run"] += df["clash"]
+        df["line"] += df["clash"]
     df["seconds_per_sample"] = 1.0 / df["samples_per_s"]
     return df
 

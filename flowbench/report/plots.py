@@ -117,7 +117,7 @@ def learning_curves(df: pd.DataFrame, out: Path) -> tuple[str, pd.DataFrame]:
         twin = oracle[oracle["config"] == config]
         if len(twin):
             ax.axhline(twin["gen_ppl"].min(), color=s["color"], ls="--", lw=0.8)
-    _floor(ax, first(df, "ppl_floor"))
+    _floor(ax, first(df, "gen_ppl_floor") or first(df, "ppl_floor"))
     ax.set(xscale="log", yscale="log", xlabel="training compute (backbone forward+backward passes)",
            ylabel="best-NFE gen PPL")
     return _save(fig, ax, out / "gen_ppl_vs_train_compute.png"), best

@@ -1,86 +1,119 @@
-"""The tables of report.md: pivots over NFE, the best row of every family, a ranking against
-true data, and the full table with intervals. Every leaderboard row appears under its own
-label (flowbench/report/labels.py); nothing is averaged."""
+"""The tables of report.md: true data at each sample count, pivots over NFE, the training-seed
+spread, the best row of every family, a ranking against true data within each N, the rows
+under true data's band, and every leaderboard row with its intervals. Rows that differ only in
+training seed are one line (flowbench/report/seeds.py); nothing else is merged."""
 from __future__ import annotations
 
 import pandas as pd
 
-from flowbench.report.labels import first
+from flowbench.report.ranking import SHOWN, best_per_family, present, ranked, ranking_metric, true_lines
+from flowbench.report.seeds import LEARNED_FACTOR, collapse
 
 SUMMARY = ["gen_ppl", "gen_ppl_lo", "gen_ppl_hi", "entropy", "mauve", "mauve_lo", "mauve_hi",
            "unigram_kl", "bigram_kl", "bigram_kl_lo", "bigram_kl_hi", "seconds_per_sample", "backbone_calls"]
+EVERY = ["gen_ppl", "gen_ppl_lo", "gen_ppl_hi", "gen_ppl_mean", "nll_median", "entropy", "entropy_lo", "entropy_hi",
+         "mauve", "mauve_lo", "mauve_hi", "unigram_kl", "unigram_kl_lo", "unigram_kl_hi", "bigram_kl",
+         "bigram_kl_lo", "bigram_kl_hi", "samples_per_s", "backbone_calls"]
 
 
-def present(df: pd.DataFrame, columns: list[str]) -> list[str]:
-    return [c for c in columns if c in df and df[c].notna().any()]
-
-
-def ranking_metric(df: pd.DataFrame) -> tuple[str, bool]:
-    """The column that ranks rows, and whether lower is better: the bigram KL to the exact
-    marginals where the corpus has them, else MAUVE, else gen PPL."""
-    if present(df, ["bigram_kl"]):
-        return "bigram_kl", True
-    if present(df, ["mauve"]):
-        return "mauve", False
-    return "gen_ppl", True
-
-
-def pivot(df: pd.DataFrame, value: str) -> str:
+def pivot(lines: pd.DataFrame, value: str) -> str:
     """Rows: family and sampler (trained and oracle, each run its own row); columns: NFE."""
-    table = df.pivot(index="run", columns="nfe", values=value).sort_index()
+    table = lines.pivot(index="run", columns="nfe", values=value).sort_index()
     table.columns = [f"NFE {int(c)}" for c in table.columns]
     return table.round(3).to_markdown()
 
 
 def true_data_row(df: pd.DataFrame) -> dict:
-    """The floors recorded on the rows: what true data of the same size scores."""
-    return {"run": "true data", "gen_ppl": first(df, "gen_ppl_floor") or first(df, "ppl_floor"),
-            "entropy": first(df, "entropy_floor"), "mauve": first(df, "mauve_floor"),
-            "unigram_kl": first(df, "unigram_kl_floor"), "bigram_kl": first(df, "bigram_kl_floor")}
+    """The floors at the leaderboard's usual N (the dotted line of the figures)."""
+    usual = df["num_samples"].mode()
+    truth = true_lines(df[df["num_samples"] == usual.iloc[0]] if len(usual) else df)
+    row = truth.iloc[0].to_dict() if len(truth) else {}
+    return {"run": "true data", **{c: (None if pd.isna(row.get(c)) else row.get(c)) for c in SHOWN}}
 
 
-def best_per_family(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
-    metric, lower = ranking_metric(df)
-    rows = df[df[metric].notna()]
-    pick = rows.groupby(["family", "denoiser"])[metric].idxmin() if lower else \
-        rows.groupby(["family", "denoiser"])[metric].idxmax()
-    best = rows.loc[pick.values, ["family", "denoiser", "run", "nfe", *present(rows, SUMMARY)]]
-    return metric, best.sort_values(metric, ascending=lower)
+def _band(value, lo, hi) -> str:
+    if pd.isna(value):
+        return ""
+    return f"{value:.3f}" if pd.isna(lo) or lo == hi else f"{value:.3f} ({lo:.3f}-{hi:.3f})"
 
 
-def ranking(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
-    """Every row and the true-data row, ordered by the ranking metric."""
-    metric, lower = ranking_metric(df)
-    cols = ["run", "nfe", *present(df, ["gen_ppl", "entropy", "mauve", "unigram_kl", "bigram_kl"])]
-    table = pd.concat([df[cols], pd.DataFrame([true_data_row(df)])[[c for c in cols if c != "nfe"]]],
-                      ignore_index=True)
-    table = table.sort_values(metric, ascending=lower, na_position="last").reset_index(drop=True)
-    table.insert(0, "rank", range(1, len(table) + 1))
-    return metric, table
+def truth_table(df: pd.DataFrame) -> str:
+    truth = true_lines(df)
+    cols = present(truth, SHOWN)
+    table = pd.DataFrame({"N": truth["num_samples"].astype(int),
+                          **{c: [_band(r[c], r[f"{c}_lo"], r[f"{c}_hi"]) for _, r in truth.iterrows()] for c in cols}})
+    return table.to_markdown(index=False)
+
+
+def seed_table(lines: pd.DataFrame, metric: str) -> str:
+    many = lines[lines["seeds"] > 1]
+    rows = []
+    for _, r in many.iterrows():
+        row = {"run": r["run"], "nfe": r["nfe"], "seeds": f"{r['seed']}",
+               "learned": "" if pd.isna(r["learned"]) else f"{int(r['learned'])} of {int(r['seeds'])}"}
+        for c in dict.fromkeys(["gen_ppl", metric]):
+            row[f"{c} mean"] = round(r[c], 3)
+            row[f"{c} seed min-max"] = f"{r[f'{c}_seed_lo']:.3f}-{r[f'{c}_seed_hi']:.3f}"
+            row[f"{c} within-run"] = "" if pd.isna(r.get(f"{c}_lo")) else f"{r[f'{c}_lo']:.3f}-{r[f'{c}_hi']:.3f}"
+        row["per seed (where they disagree)"] = r["per_seed"]
+        rows.append(row)
+    return pd.DataFrame(rows).to_markdown(index=False)
 
 
 def markdown(df: pd.DataFrame, figures: list[str]) -> str:
-    metric, lower = ranking_metric(df)
-    floor = true_data_row(df)
+    lines = collapse(df)
+    metric, lower, table = ranked(lines)
+    counts = df["num_samples"].value_counts().sort_index()
     head = [f"# {', '.join(sorted(df['suite'].astype(str).unique()))}", "",
-            f"{len(df)} rows; judge `{', '.join(sorted(df['judge'].astype(str).unique()))}`"
-            + "".join(f"; true data {k} {v:.3f}" for k, v in floor.items() if k != "run" and v is not None)
-            + f"; git {', '.join(sorted(df['git_sha'].astype(str).unique()))}.", "",
-            f"Rows are ranked by `{metric}` ({'lower' if lower else 'higher'} is better): gen PPL alone "
-            "rewards collapsed, low-entropy samplers (see docs/metrics.md).", ""]
-    out = head + ["## Gen PPL by NFE", "", pivot(df, "gen_ppl"), ""]
+            f"{len(df)} rows ({', '.join(f'{c} at N = {int(n)}' for n, c in counts.items())}); judge "
+            f"`{', '.join(sorted(df['judge'].astype(str).unique()))}`; git "
+            f"{', '.join(sorted(df['git_sha'].astype(str).unique()))}.", "",
+            "True data at each sample count N: the mean over draws of held-out sequences, with the 5-95% band "
+            "of the draws where the leaderboard records it (docs/metrics.md).", "", truth_table(df), "",
+            f"Rows are ranked by `{metric}` minus true data's `{metric}` at the row's own N "
+            f"({'lower' if lower else 'higher'} is better), within each N; rows whose intervals overlap share a "
+            "rank (`=k`). Gen PPL alone rewards collapsed, low-entropy samplers and the unigram KL rewards "
+            "independent word draws: they describe rows, they do not rank them (docs/metrics.md).", ""]
+    if len(counts) > 1:
+        head += [f"This leaderboard holds rows at {len(counts)} sample counts ({', '.join(str(int(n)) for n in counts.index)}): "
+                 "a plug-in statistic's true-data value moves with N, so rows rank only within their own N.", ""]
+    if (lines["seeds"] > 1).any():
+        head += [f"Rows that differ only in training seed are one line: the mean over seeds (pivots, best, "
+                 "ranking), see \"Training seeds\".", ""]
+    if lines["split"].fillna("").astype(str).eq("tuning").any():
+        head += ["Lines marked [tuning] chose the sampler settings; [held-out] lines use sampling seeds never "
+                 "used to choose.", ""]
+    out = head + ["## Gen PPL by NFE", "", pivot(lines, "gen_ppl"), ""]
     for col, title in (("mauve", "MAUVE by NFE"), ("bigram_kl", "Bigram KL to the exact marginals by NFE")):
-        if present(df, [col]):
-            out += [f"## {title}", "", pivot(df, col), ""]
-    _, best = best_per_family(df)
-    out += ["## Best per family", "", f"The row of each family and denoiser with the best `{metric}`.", "",
-            best.round(3).to_markdown(index=False), ""]
-    _, ranked = ranking(df)
-    out += ["## Ranking against true data", "", ranked.round(3).to_markdown(index=False), ""]
-    full = ["run", "nfe", *present(df, ["gen_ppl", "gen_ppl_lo", "gen_ppl_hi", "gen_ppl_mean", "nll_median",
-                                         "entropy", "entropy_lo", "entropy_hi", "mauve", "mauve_lo", "mauve_hi",
-                                         "unigram_kl", "unigram_kl_lo", "unigram_kl_hi", "bigram_kl",
-                                         "bigram_kl_lo", "bigram_kl_hi", "samples_per_s", "backbone_calls"])]
+        if present(lines, [col]):
+            out += [f"## {title}", "", pivot(lines, col), ""]
+    if (lines["seeds"] > 1).any():
+        out += ["## Training seeds", "",
+                "Mean over training seeds, the seed interval (min-max over seeds) and the within-run bootstrap "
+                f"interval (95%, its bounds averaged over seeds). A seed learned when its model's best gen PPL "
+                f"over NFE is under {LEARNED_FACTOR:g} x true data's.", "", seed_table(lines, metric), ""]
+    _, best = best_per_family(lines)
+    cols = ["num_samples", "family", "denoiser", "run", "nfe", *present(best, SUMMARY), "score", "chosen on"]
+    out += ["## Best per family", "",
+            f"Per N, the line of each family and denoiser with the best `{metric}` over true data's at that N "
+            "(`score`); where tuning lines exist the choice is made on them and the held-out line is shown.", "",
+            best.reindex(columns=[c for c in cols if c in best and (c != "chosen on" or best[c].ne("").any())])
+            .rename(columns={"num_samples": "N"}).round(3).to_markdown(index=False), ""]
+    cols = ["num_samples", "rank", "run", "nfe", *present(table, SHOWN), "score", "score_lo", "score_hi",
+            *(["below true data"] if table["below true data"].ne("").any() else [])]
+    shown = table.reindex(columns=cols).rename(columns={"num_samples": "N", "score": f"{metric} - true",
+                                                        "score_lo": "lo", "score_hi": "hi"})
+    out += ["## Ranking against true data", "", shown.round(3).to_markdown(index=False), ""]
+    under = table[table["below true data"] != ""]
+    if present(table, [f"{c}_floor_lo" for c in SHOWN]):
+        out += ["## Below true data's band", "",
+                f"{len(under)} lines lie under the 5% quantile of true data at their N on gen PPL or a KL "
+                "(a generator equal to the data does so in about 5% of rows; far more means a gamed statistic, "
+                "e.g. independent word draws on the unigram KL).", ""]
+    else:
+        out += ["## Below true data's band", "", "The leaderboard records no floor bands (rows from before "
+                "`<col>_floor_lo`): nothing is flagged.", ""]
+    full = ["run", "nfe", *present(df, EVERY)]
     out += ["## Every row", "", df[full].sort_values(["run", "nfe"]).round(3).to_markdown(index=False), ""]
     if figures:
         out += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
