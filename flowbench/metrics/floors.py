@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,17 +44,17 @@ def floor_columns(metric, samples, params: dict, *, draws: int = FLOOR_DRAWS) ->
                 "judge": judge_identity(judge) if metric.needs_judge else None, "n": n, "draws": draws,
                 "metric": metric.name, "version": metric.version, "params": params}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = Path(samples.cache_dir) / "floors" / f"{key}.json" if samples.cache_dir is not None else None
     if key not in _memo:
-        path = Path(samples.cache_dir) / "floors" / f"{key}.json" if samples.cache_dir is not None else None
         if path is not None and path.exists():
             _memo[key] = json.loads(path.read_text())["columns"]
         else:
             _memo[key] = _compute(metric, samples, params, n=n, draws=draws)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"identity": identity, "columns": _memo[key]}, sort_keys=True, indent=1))
-                tmp.replace(path)
+    if path is not None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"identity": identity, "columns": _memo[key]}, sort_keys=True, indent=1))
+        tmp.replace(path)
     return dict(_memo[key])
 
 

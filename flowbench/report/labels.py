@@ -29,7 +29,8 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     for col in (*COLUMNS, *OPTIONAL):  # an older leaderboard lacks the newer columns
         if col not in df:
             df[col] = np.nan
-    bad = set(df["split"].dropna().astype(str)) - {"", *SPLIT_TAGS}
+    df["split"] = df["split"].astype(object).where(df["split"].notna(), "").astype(str)
+    bad = set(df["split"]) - {"", *SPLIT_TAGS}
     if bad:
         raise ValueError(f"column 'split': unknown value {sorted(bad)[0]!r} (expected 'tuning', 'held_out' or empty)")
     params = df["sampler_params"].astype(object).where(df["sampler_params"].notna(), "{}")
@@ -56,9 +57,8 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
         if col in df and df[col].nunique() > 1:  # a merged leaderboard: the suite is part of the label
             df["run"] = df[col].astype(str) + ": " + df["run"]
     df["setting"] = df["run"]  # what a tuning row and its held-out twin share
-    split = df["split"].fillna("").astype(str)
-    df["run"] += split.map(SPLIT_TAGS).fillna("")
-    if df.groupby(split)["sample_seed"].nunique().gt(1).any():
+    df["run"] += df["split"].map(SPLIT_TAGS).fillna("")
+    if df.groupby("split")["sample_seed"].nunique().gt(1).any():
         df["run"] += df["sample_seed"].map(lambda v: f" sample_seed={v:g}" if pd.notna(v) else "")
     df["line"] = df["run"]  # the report's line: rows that differ only in training seed share it
     if df["seed"].nunique() > 1:

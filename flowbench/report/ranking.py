@@ -55,7 +55,7 @@ def excess(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 def true_lines(df: pd.DataFrame) -> pd.DataFrame:
     """One 'true data' line per N: each metric at its floor, its interval the floor's band."""
     rows = []
-    for n, g in df.groupby("num_samples"):
+    for n, g in df.groupby("num_samples", dropna=False):
         row = {"run": "true data", "num_samples": n, "family": "true data", "denoiser": "true data"}
         for c in SHOWN:
             floor = _col(g, f"{c}_floor").dropna()
@@ -103,7 +103,7 @@ def ranked(lines: pd.DataFrame) -> tuple[str, bool, pd.DataFrame]:
     table = pd.concat([table, excess(table, metric)], axis=1)
     table["below true data"] = below_band(table)
     table["rank"] = ""
-    for _, g in table.groupby("num_samples"):
+    for _, g in table.groupby("num_samples", dropna=False):
         table.loc[g.index, "rank"] = tied_ranks(g["score"], g["score_lo"], g["score_hi"], lower=lower)
     table["_order"] = rank_key(table["rank"])
     table = table.sort_values(["num_samples", "_order", "score"], ascending=[True, True, lower],
@@ -118,9 +118,9 @@ def best_per_family(lines: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     metric, lower = ranking_metric(lines)
     scored = pd.concat([lines, excess(lines, metric)], axis=1)
     scored = scored[scored["score"].notna()]
-    split = scored["split"].fillna("").astype(str)
+    split = scored["split"]
     picks = []
-    for _, g in scored.groupby(["num_samples", "family", "denoiser"]):
+    for _, g in scored.groupby(["num_samples", "family", "denoiser"], dropna=False):
         tuning = g[split[g.index] == "tuning"]
         pool = tuning if len(tuning) else g
         best = pool.loc[pool["score"].idxmin() if lower else pool["score"].idxmax()]

@@ -31,6 +31,10 @@ def true_data_row(df: pd.DataFrame) -> dict:
     return {"run": "true data", **{c: (None if pd.isna(row.get(c)) else row.get(c)) for c in SHOWN}}
 
 
+def _n(n) -> str:
+    return "?" if pd.isna(n) else f"{n:g}"
+
+
 def _band(value, lo, hi) -> str:
     if pd.isna(value):
         return ""
@@ -40,7 +44,7 @@ def _band(value, lo, hi) -> str:
 def truth_table(df: pd.DataFrame) -> str:
     truth = true_lines(df)
     cols = present(truth, SHOWN)
-    table = pd.DataFrame({"N": truth["num_samples"].astype(int),
+    table = pd.DataFrame({"N": truth["num_samples"].map(_n),
                           **{c: [_band(r[c], r[f"{c}_lo"], r[f"{c}_hi"]) for _, r in truth.iterrows()] for c in cols}})
     return table.to_markdown(index=False)
 
@@ -63,9 +67,9 @@ def seed_table(lines: pd.DataFrame, metric: str) -> str:
 def markdown(df: pd.DataFrame, figures: list[str]) -> str:
     lines = collapse(df)
     metric, lower, table = ranked(lines)
-    counts = df["num_samples"].value_counts().sort_index()
+    counts = df["num_samples"].value_counts(dropna=False).sort_index()
     head = [f"# {', '.join(sorted(df['suite'].astype(str).unique()))}", "",
-            f"{len(df)} rows ({', '.join(f'{c} at N = {int(n)}' for n, c in counts.items())}); judge "
+            f"{len(df)} rows ({', '.join(f'{c} at N = {_n(n)}' for n, c in counts.items())}); judge "
             f"`{', '.join(sorted(df['judge'].astype(str).unique()))}`; git "
             f"{', '.join(sorted(df['git_sha'].astype(str).unique()))}.", "",
             "True data at each sample count N: the mean over draws of held-out sequences, with the 5-95% band "
@@ -75,12 +79,12 @@ def markdown(df: pd.DataFrame, figures: list[str]) -> str:
             "rank (`=k`). Gen PPL alone rewards collapsed, low-entropy samplers and the unigram KL rewards "
             "independent word draws: they describe rows, they do not rank them (docs/metrics.md).", ""]
     if len(counts) > 1:
-        head += [f"This leaderboard holds rows at {len(counts)} sample counts ({', '.join(str(int(n)) for n in counts.index)}): "
+        head += [f"This leaderboard holds rows at {len(counts)} sample counts ({', '.join(_n(n) for n in counts.index)}): "
                  "a plug-in statistic's true-data value moves with N, so rows rank only within their own N.", ""]
     if (lines["seeds"] > 1).any():
         head += [f"Rows that differ only in training seed are one line: the mean over seeds (pivots, best, "
                  "ranking), see \"Training seeds\".", ""]
-    if lines["split"].fillna("").astype(str).eq("tuning").any():
+    if lines["split"].eq("tuning").any():
         head += ["Lines marked [tuning] chose the sampler settings; [held-out] lines use sampling seeds never "
                  "used to choose.", ""]
     out = head + ["## Gen PPL by NFE", "", pivot(lines, "gen_ppl"), ""]
