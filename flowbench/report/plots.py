@@ -13,7 +13,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from flowbench.report.labels import first  # noqa: E402
 from flowbench.report.tables import true_data_row  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "p", "h")
@@ -117,7 +116,7 @@ def learning_curves(df: pd.DataFrame, out: Path) -> tuple[str, pd.DataFrame]:
         twin = oracle[oracle["config"] == config]
         if len(twin):
             ax.axhline(twin["gen_ppl"].min(), color=s["color"], ls="--", lw=0.8)
-    _floor(ax, first(df, "gen_ppl_floor") or first(df, "ppl_floor"))
+    _floor(ax, true_data_row(df)["gen_ppl"])
     ax.set(xscale="log", yscale="log", xlabel="training compute (backbone forward+backward passes)",
            ylabel="best-NFE gen PPL")
     return _save(fig, ax, out / "gen_ppl_vs_train_compute.png"), best

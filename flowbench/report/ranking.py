@@ -59,9 +59,7 @@ def true_lines(df: pd.DataFrame) -> pd.DataFrame:
         row = {"run": "true data", "num_samples": n, "family": "true data", "denoiser": "true data"}
         for c in SHOWN:
             floor = _col(g, f"{c}_floor").dropna()
-            row[c] = floor.iloc[0] if len(floor) else (_col(g, "ppl_floor").dropna().iloc[0]
-                                                       if c == "gen_ppl" and _col(g, "ppl_floor").notna().any()
-                                                       else np.nan)
+            row[c] = floor.iloc[0] if len(floor) else np.nan
             for end in ("lo", "hi"):
                 band = _col(g, f"{c}_floor_{end}").dropna()
                 row[f"{c}_{end}"] = band.iloc[0] if len(band) else row[c]
