@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowbench.report.labels import load
+from flowbench.report.labels import ReportError, load
 from flowbench.report.merge import merge
 from flowbench.report.plots import all_figures
 from flowbench.report.tables import markdown
 
 __all__ = ["load", "write_report", "merge", "leaderboard_csv", "ReportError"]
-
-
-class ReportError(ValueError):
-    """A path that holds no leaderboard (one line)."""
 
 
 def leaderboard_csv(path: str | Path) -> Path:

@@ -15,6 +15,10 @@ SPLIT_TAGS = {"tuning": " [tuning]", "held_out": " [held-out]"}
 OPTIONAL = ("sample_seed", "split")  # columns of newer leaderboards; absent: one sampling seed, no split
 
 
+class ReportError(ValueError):
+    """A path that holds no leaderboard, or a leaderboard the report cannot read (one line)."""
+
+
 def load(csv_path: str | Path) -> pd.DataFrame:
     """The leaderboard's current rows with `config` (family, sampler and every parameter that
     varies), `setting` (config, plus oracle, training budget and sample count where they vary),
@@ -32,7 +36,7 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     df["split"] = df["split"].astype(object).where(df["split"].notna(), "").astype(str)
     bad = set(df["split"]) - {"", *SPLIT_TAGS}
     if bad:
-        raise ValueError(f"column 'split': unknown value {sorted(bad)[0]!r} (expected 'tuning', 'held_out' or empty)")
+        raise ReportError(f"column 'split': unknown value {sorted(bad)[0]!r} (expected 'tuning', 'held_out' or empty)")
     params = df["sampler_params"].astype(object).where(df["sampler_params"].notna(), "{}")
     for col in SWEEP_COLUMNS:  # older rows kept some sweep knobs (AR's temperature) in the JSON only
         from_json = pd.to_numeric(params.map(lambda p, c=col: json.loads(p or "{}").get(c)), errors="coerce")

@@ -111,3 +111,13 @@ def test_best_per_family_chooses_on_tuning_rows_and_prints_held_out(tmp_path, ma
     assert best["bigram_kl"].iloc[0] == "0.8"
     assert best["chosen on"].iloc[0].startswith("tuning (bigram_kl 0.700)")
     assert "[tuning]" in report and "[held-out]" in report
+
+
+def test_an_unknown_split_fails_in_one_line(tmp_path, capsys):
+    from flowbench.__main__ import main
+
+    out = tmp_path / "b"
+    out.mkdir()
+    pd.DataFrame([{**lines(split="tune"), "row_key": "k0"}]).to_csv(out / "leaderboard.csv", index=False)
+    assert main(["report", str(out)]) == 2
+    assert "column 'split': unknown value 'tune'" in capsys.readouterr().err
