@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from flowbench.metrics import floors
 from flowbench.metrics.base import FunctionMetric, Metric, MetricError, Samples, metric, register
 from flowbench.metrics.entropy import Entropy, entropy
 from flowbench.metrics.mauve_score import Mauve
