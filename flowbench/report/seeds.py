@@ -45,7 +45,7 @@ def collapse(df: pd.DataFrame) -> pd.DataFrame:
     mean over seeds, `<col>_seed_lo/_hi` the min and max over seeds, `seeds` how many,
     `learned` how many of them learned, `per_seed` the per-seed values of gen PPL (and of
     the ranking metric) where the seeds disagree. A group of one row is that row."""
-    df = df.assign(learned=learned(df))
+    df = df.assign(learned=learned(df)).sort_values("seed", kind="stable")
     keys = [c for c in IDENTITY if c in df]
     grouped = df.groupby([df[c].astype(str) for c in keys], sort=False, dropna=False)
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and c not in keys and c != "seed"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flowbench.report.ranking import SHOWN, best_per_family, present, ranked, ranking_metric, true_lines
+from flowbench.report.ranking import FLAGGED, SHOWN, best_per_family, present, ranked, ranking_metric, true_lines
 from flowbench.report.seeds import LEARNED_FACTOR, collapse
 
 SUMMARY = ["gen_ppl", "gen_ppl_lo", "gen_ppl_hi", "entropy", "mauve", "mauve_lo", "mauve_hi",
@@ -58,9 +58,19 @@ def seed_table(lines: pd.DataFrame, metric: str) -> str:
         for c in dict.fromkeys(["gen_ppl", metric]):
             row[f"{c} mean"] = round(r[c], 3)
             row[f"{c} seed min-max"] = f"{r[f'{c}_seed_lo']:.3f}-{r[f'{c}_seed_hi']:.3f}"
-            row[f"{c} within-run"] = "" if pd.isna(r.get(f"{c}_lo")) else f"{r[f'{c}_lo']:.3f}-{r[f'{c}_hi']:.3f}"
+            half = (r.get(f"{c}_hi") - r.get(f"{c}_lo")) / 2
+            row[f"{c} within-run"] = "" if pd.isna(half) else f"± {half:.3g}"
         row["per seed (where they disagree)"] = r["per_seed"]
         rows.append(row)
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def under_table(under: pd.DataFrame) -> str:
+    """Each flagged line with its value and true data's band on every flagged column."""
+    rows = [{"N": _n(r["num_samples"]), "run": r["run"], "nfe": r["nfe"],
+             **{c: (f"{r[c]:.4g} under {r[f'{c}_floor_lo']:.4g}-{r[f'{c}_floor_hi']:.4g}"
+                    if c in r["below true data"].split(", ") else "") for c in FLAGGED}}
+            for _, r in under.iterrows()]
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
@@ -94,7 +104,7 @@ def markdown(df: pd.DataFrame, figures: list[str]) -> str:
     if (lines["seeds"] > 1).any():
         out += ["## Training seeds", "",
                 "Mean over training seeds, the seed interval (min-max over seeds) and the within-run bootstrap "
-                f"interval (95%, its bounds averaged over seeds). A seed learned when its model's best gen PPL "
+                f"interval (95%, its half-width averaged over seeds). A seed learned when its model's best gen PPL "
                 f"over NFE is under {LEARNED_FACTOR:g} x true data's.", "", seed_table(lines, metric), ""]
     _, best = best_per_family(lines)
     cols = ["num_samples", "family", "denoiser", "run", "nfe", *present(best, SUMMARY), "score", "chosen on"]
@@ -114,6 +124,8 @@ def markdown(df: pd.DataFrame, figures: list[str]) -> str:
                 f"{len(under)} lines lie under the 5% quantile of true data at their N on gen PPL or a KL "
                 "(a generator equal to the data does so in about 5% of rows; far more means a gamed statistic, "
                 "e.g. independent word draws on the unigram KL).", ""]
+        if len(under):
+            out += [under_table(under), ""]
     else:
         out += ["## Below true data's band", "", "The leaderboard records no floor bands (rows from before "
                 "`<col>_floor_lo`): nothing is flagged.", ""]
