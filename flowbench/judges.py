@@ -37,7 +37,6 @@ class Judge:
     version: ClassVar[int] = 1  # bump when scores change: it enters the row key (flowbench/versions.py)
     pinned: ClassVar[dict] = {}  # defaults that decide the scores (a hub revision): part of row keys
     floor_pool: ClassVar[int | None] = None  # true sequences a floor may score, in multiples of N (None: all)
-    weights_key: str | None = None  # what decides the scores beyond name and version (a checkpoint, a revision)
 
     def __new__(cls, *args, **kwargs):
         judge = super().__new__(cls)
@@ -61,10 +60,6 @@ class Judge:
 
     def score(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
-
-    def identity(self) -> dict:
-        """What decides this judge's scores, for caches of true-data floors."""
-        return {"judge": self.name, "version": self.version, "pinned": self.pinned, "weights": self.weights_key}
 
     def floor(self) -> dict[str, float]:
         """What true data scores, where the judge knows it (the exact judge's entropy rate)."""
@@ -124,8 +119,7 @@ class LocalJudge(Judge):
         meta = {"judge": "local", "corpus": corpus.describe(), "backbone": backbone.model_dump(),
                 "train": cfg.model_dump(), "seed": seed, "device": torch.device(device).type,
                 "precision": resolve_precision(cfg.precision, device)}
-        self.weights_key = config_hash(meta)
-        ckpt = self.cache_dir / "judges" / f"local-{self.weights_key}.pt"
+        ckpt = self.cache_dir / "judges" / f"local-{config_hash(meta)}.pt"
         V = corpus.vocab_size
         self.model = GPT2(gpt2_config(backbone, vocab_size=V, seq_len=corpus.seq_len), V)
         n_train = corpus.available("train") or steps * batch_size
@@ -168,7 +162,6 @@ class GPT2LargeJudge(Judge):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hub = dict(revision=revision, cache_dir=str(self.cache_dir / "hub"))
-        self.weights_key = str(revision)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(GPT2_LARGE, **hub)
             # float32 whatever the checkpoint's own dtype: scores do not depend on the download

@@ -14,7 +14,8 @@ makes any number); else each draw is N sequences without replacement from the wh
 A judge may cap the pool it scores (`Judge.floor_pool`, in multiples of N: GPT-2 Large on a CPU).
 Each draw is the metric's own `combine` on the per-sequence `stats` of its N sequences, so the
 pool is scored once. Values are cached per (corpus, judge, N, metric, version, params) under
-<cache>/floors/, keyed by a hash of their JSON description (stable across processes).
+<cache>/floors/ and in the process, keyed by a hash of what those describe (Judge.describe,
+Corpus.describe and the corpus's first test sequences), never by id(): stable across processes.
 """
 from __future__ import annotations
 
@@ -67,8 +68,11 @@ def fingerprint(corpus) -> str:
 
 
 def judge_identity(judge) -> dict:
-    ident = getattr(judge, "identity", None)
-    return ident() if callable(ident) else {"judge": type(judge).__name__}
+    """What the judge says decides its scores (Judge.describe), less where its cache lives."""
+    describe = getattr(judge, "describe", None)
+    if describe is None:
+        raise TypeError(f"judge {type(judge).__name__}: a true-data floor needs judge.describe() to cache it")
+    return {k: v for k, v in describe().items() if k != "cache_dir"}
 
 
 def draw_indices(pool: int, n: int, draws: int, *, seed: int = 0) -> np.ndarray:

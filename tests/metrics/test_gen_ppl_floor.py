@@ -1,13 +1,11 @@
 """The true-data gen PPL floor is cached by what the judge and corpus are (as they describe
 themselves), never by id(): a new object that reuses a freed object's id gets its own floor."""
-import math
-
 import torch
 
 from flowbench.data.language import HMMLanguage
 from flowbench.judges import ExactJudge, Judge
-from flowbench.metrics import perplexity
-from flowbench.metrics.perplexity import true_gen_ppl
+from flowbench.metrics import Samples, floors
+from flowbench.registry import METRICS
 
 
 class ScaledJudge(Judge):
@@ -25,10 +23,20 @@ class ScaledJudge(Judge):
         return nll, torch.ones_like(nll, dtype=torch.bool)
 
 
+def samples_of(judge, corpus, n):
+    return Samples(tokens=torch.zeros(n, corpus.seq_len, dtype=torch.long), nll=None, mask=None,
+                   corpus=corpus, judge=judge)
+
+
 def floor_of(corpus, judge, n=16) -> float:
     """The floor computed directly, bypassing any cache."""
-    nll, mask = judge.score(corpus.split("test", n))
-    return math.exp((nll.double() * mask).sum().item() / mask.sum().item())
+    return floors._compute(METRICS.get("gen_ppl"), samples_of(judge, corpus, n), {}, n=n,
+                           draws=floors.FLOOR_DRAWS)["gen_ppl_floor"]
+
+
+def true_gen_ppl(judge, corpus, n) -> float:
+    """The floor as a row gets it (through the cache)."""
+    return floors.floor_columns(METRICS.get("gen_ppl"), samples_of(judge, corpus, n), {})["gen_ppl_floor"]
 
 
 def judge_of(cls, corpus, **params):
@@ -36,8 +44,8 @@ def judge_of(cls, corpus, **params):
 
 
 def test_objects_that_reuse_an_id_get_their_own_floor(monkeypatch):
-    monkeypatch.setattr(perplexity, "_floors", {})
-    monkeypatch.setattr(perplexity, "id", lambda obj: 1, raising=False)  # every object the same id
+    monkeypatch.setattr(floors, "_memo", {})
+    monkeypatch.setattr(floors, "id", lambda obj: 1, raising=False)  # every object the same id
     seed0, seed1 = HMMLanguage(seq_len=6, seed=0), HMMLanguage(seq_len=6, seed=1)
     first = true_gen_ppl(judge_of(ExactJudge, seed0), seed0, 16)
     assert first == floor_of(seed0, judge_of(ExactJudge, seed0))
@@ -48,7 +56,7 @@ def test_objects_that_reuse_an_id_get_their_own_floor(monkeypatch):
 
 
 def test_a_judge_and_corpus_that_describe_alike_share_one_floor(monkeypatch):
-    monkeypatch.setattr(perplexity, "_floors", {})
+    monkeypatch.setattr(floors, "_memo", {})
     language = HMMLanguage(seq_len=6, seed=0)
     judge = judge_of(ScaledJudge, language, scale=2.0)
     value = true_gen_ppl(judge, language, 16)
