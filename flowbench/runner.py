@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import resource
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from flowbench.backbone import count_params
+from flowbench.bare_step import BareStep
 from flowbench.config import Suite, config_hash, load_suite
 from flowbench.launch.collect import model_lock
 from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
@@ -90,12 +92,22 @@ def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 
     n_train = spec.train.train_sequences or corpus.available("train") or min(
         spec.train.total_steps(corpus.seq_len, cost=family.train_cost) * spec.train.batch_size, 200_000)
     ckpt = checkpoint_path(spec)
+    device = resolve_device(suite.eval.device)
+    rank, world = distributed_rank()
+
+    def bare_step_seconds() -> float:
+        """Two bare backbone steps at this training's shape (each process's slice of the batch),
+        built afresh each time so the training holds no second network between saves."""
+        return BareStep(suite.backbone, batch_size=max(1, spec.train.batch_size // world),
+                        seq_len=corpus.seq_len, vocab_size=corpus.vocab_size, device=device).seconds(steps=2)
+
     # one trainer per model across processes; DDP ranks > 0 follow rank 0 and take no lock
-    with (model_lock(ckpt) if distributed_rank()[0] == 0 else contextlib.nullcontext()):
+    with (model_lock(ckpt) if rank == 0 else contextlib.nullcontext()):
         state = train(family=family, model=model, train_data=corpus.split("train", n_train),
                       val_data=corpus.split("validation", spec.train.val_sequences), config=spec.train,
                       seed=spec.seed, checkpoint=ckpt, meta=checkpoint_meta(spec),
-                      device=resolve_device(suite.eval.device), progress=progress, position=position, on_step=on_step)
+                      device=device, progress=progress, position=position, on_step=on_step,
+                      reference=bare_step_seconds)
     return {"step": state["step"], "train_tokens": state["train_tokens"]}
 
 
@@ -160,7 +172,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
             net = torch.compile(net)
         history = state["history"]
         row.update(params=count_params(net), train_steps=state["step"], train_tokens=state["train_tokens"],
-                   train_passes=state["step"] * family.train_cost,
+                   train_passes=state["step"] * family.train_cost, **measured_cost(state, family.train_cost),
                    val_loss=history[-1]["val_loss"] if history else None, config_hash=spec.key)
     else:
         net = family.oracle_model(corpus.posterior)
@@ -205,6 +217,18 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
                torch=torch.__version__, cpu_isa=torch.backends.cpu.get_cpu_capability(),
                eval_threads=torch.get_num_threads())
     return row, tokens
+
+
+def measured_cost(state: dict, train_cost: float) -> dict:
+    """train_seconds: the summed wall time of the training's optimiser steps (trainer.train);
+    train_cost_ratio: its seconds per declared backbone pass over a bare backbone step's seconds
+    (the median of those timed at the training's saves, in its own process): 1 when a step costs
+    what it declares, more when the family's own work adds to the backbone's. None where the
+    checkpoint predates them."""
+    seconds, bare = state.get("train_seconds"), state.get("reference_seconds") or []
+    passes = state["step"] * train_cost
+    ratio = seconds / passes / statistics.median(bare) if seconds is not None and bare and passes else None
+    return {"train_seconds": seconds, "train_cost_ratio": ratio}
 
 
 def _json(d: dict) -> str:

@@ -15,6 +15,7 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -198,12 +199,18 @@ def lr_schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
 
 def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tensor,
           config: TrainConfig, seed: int, checkpoint: Path, meta: dict, device: torch.device,
-          progress: bool = True, position: int = 0, on_step=None) -> dict:
+          progress: bool = True, position: int = 0, on_step=None,
+          reference: Callable[[], float] | None = None) -> dict:
     """Train `model` with `family.loss` to the budget; resume from `checkpoint` if present.
     `on_step(step, total, seconds)`, if given, is called after every step (progress reports).
 
     Returns the final checkpoint dict (weights to evaluate under 'weights': the EMA copy if
-    enabled, else the raw weights) and writes it to `checkpoint`."""
+    enabled, else the raw weights) and writes it to `checkpoint`. The checkpoint keeps the summed
+    wall time of the optimiser steps (`train_seconds`: loss, backward, clipping, optimiser, EMA;
+    not validation or saving; None when resumed from a checkpoint that predates it) and, with
+    `reference` (a callable timing a unit of reference work, e.g. a bare backbone step:
+    flowbench.bare_step), its seconds measured before every save (`reference_seconds`), so a
+    step's cost can be read against work timed in the same process under the same load."""
     seq_len = train_data.shape[1]
     total = config.total_steps(seq_len, cost=family.train_cost)
     rank, world = distributed_rank()
@@ -221,6 +228,8 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
            if config.ema > 0 else None)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1 + 7919 * rank)  # own noise per slice
     step, history, loss_avg, seconds = 0, [], None, 0.0
+    train_seconds: float | None = 0.0
+    reference_seconds: list[float] = []
 
     if checkpoint.exists():
         state = load_checkpoint(checkpoint, meta=meta)  # another model's weights are never resumed
@@ -240,6 +249,8 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         step, history = state["step"], state["history"]
         loss_avg, seconds = state.get("loss_avg"), state.get("seconds", 0.0)
+        train_seconds = state.get("train_seconds")  # None: steps timed before it was kept
+        reference_seconds = list(state.get("reference_seconds") or [])
 
     autocast = precision_context(resolve_precision(config.precision, device), device)
     stream = batches(train_data, config.batch_size, seed=seed, start=step)
@@ -258,7 +269,13 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
                 "step": step, "history": history, "loss_avg": loss_avg, "done": done, "meta": meta,
                 "world": world,
                 "seconds": time.perf_counter() - t0,  # training wall time; lost work is not counted
+                "train_seconds": train_seconds, "reference_seconds": list(reference_seconds),
                 "train_tokens": step * config.batch_size * seq_len}
+
+    def measure_reference() -> None:
+        if reference is not None:
+            with autocast:
+                reference_seconds.append(reference())
 
     def save(state: dict) -> None:
         if rank == 0:
@@ -270,6 +287,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
                disable=not progress or rank > 0, dynamic_ncols=True, leave=True)
     t0 = time.perf_counter() - seconds
     while step < total:
+        t_step = time.perf_counter()
         x1 = next(stream).to(device)  # (B, L) global batch
         if world > 1:
             x1 = x1.chunk(world)[rank]  # (B / world, L)
@@ -291,6 +309,8 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             torch.distributed.all_reduce(value)
             value /= world
         loss_avg = value.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * value.item()
+        if train_seconds is not None:  # .item() above waited for the step's kernels
+            train_seconds += time.perf_counter() - t_step
         bar.update(1)
         if on_step is not None:
             on_step(step, total, time.perf_counter() - t0)
@@ -306,6 +326,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             stop = bool(flag.item())
         if (step % config.checkpoint_every == 0 or stop) and step < total:
+            measure_reference()
             save(snapshot(done=False))
         if stop and step < total:
             _stop_now()  # a request after the last step is left for what follows training
@@ -313,6 +334,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             raise TrainingInterrupted(f"{meta.get('label', 'training')}: stopped at step {step} of {total}; "
                                       f"checkpoint saved to {checkpoint}")
     bar.close()
+    measure_reference()
     final = snapshot(done=True)
     save(final)
     return final

@@ -45,8 +45,12 @@ def test_bench_writes_finite_ratios_for_every_contestant(tmp_path):
     for col in ("overhead_ratio", "forward_seconds"):
         assert over[col].map(math.isfinite).all() and (over[col] > 0).all()
     train = t[t.measure == "train"]
-    assert train.train_ratio_to_ar.map(math.isfinite).all()
-    assert train.set_index("contestant").train_ratio_to_ar["ar_gpt2/kv_cache"] == 1.0
+    whole = train[train.phase == "all"]
+    assert set(whole.contestant) == names
+    assert whole.train_ratio_to_ar.map(math.isfinite).all()
+    assert whole.set_index("contestant").train_ratio_to_ar["ar_gpt2/kv_cache"] == 1.0
+    assert train.pass_ratio_to_bare.map(math.isfinite).all() and (train.pass_ratio_to_bare > 0).all()
+    assert len(t[t.measure == "train_bare"]) == 1
     lat = t[t.measure == "latency"]
     assert lat.speedup_vs_ar_gpt2_kv_cache.map(math.isfinite).all()
     assert (lat[lat.family == "ar_gpt2"].nfe == 6).all()
@@ -55,6 +59,28 @@ def test_bench_writes_finite_ratios_for_every_contestant(tmp_path):
     for png in ("overhead", "samples_per_s", "train", "scaling"):
         assert (tmp_path / "out" / f"{png}.png").stat().st_size > 10_000
     assert "Sampler overhead" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_flow_map_training_rows_measure_the_distillation_phase(tmp_path):
+    """The bench times every phase of a family's training: flow_map's distillation steps call the
+    network four times (anchor, two target calls, prediction) and declare 8/3 passes; its anchor
+    steps call it once. The whole-training row weights the phases by their share of the steps."""
+    from flowbench.registry import FAMILIES
+
+    bench = {**TINY, "scaling": None, "entries": [{"family": "ar_gpt2", "sampler": "kv_cache"},
+                                                   {"family": "flow_map", "sampler": "flow_map", "nfe": [1]}]}
+    t = pd.read_csv(run_bench(_write(tmp_path, bench), out=tmp_path / "out", progress=False, plots=False))
+    fm = t[(t.measure == "train") & (t.family == "flow_map")].set_index("phase")
+    assert set(fm.index) == {"anchor", "distill", "all"}
+    assert fm.calls_per_step["anchor"] == 1 and fm.calls_per_step["distill"] == 4
+    assert fm.train_cost["distill"] == pytest.approx(8 / 3) and fm.train_cost["anchor"] == 1
+    family = FAMILIES.get("flow_map")(params=FAMILIES.get("flow_map").Params(), vocab_size=10, seq_len=6)
+    assert fm.train_cost["all"] == pytest.approx(family.train_cost)
+    share = fm.phase_share["distill"]
+    assert fm.seconds["all"] == pytest.approx((1 - share) * fm.seconds["anchor"] + share * fm.seconds["distill"],
+                                              rel=0.3)  # a median of weighted rounds, not of the medians
+    assert fm.pass_ratio_to_bare.map(math.isfinite).all()
+    assert "distill" in (tmp_path / "out" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("entry, culprit", [
@@ -136,7 +162,7 @@ def test_compiled_contestant_samples_as_eager_and_is_timed_for_latency_only(tmp_
     lat = t[t.measure == "latency"].set_index("contestant")
     assert lat.loc["flow_map/flow_map+compile", "compiled"] and not lat.loc["flow_map/flow_map", "compiled"]
     assert math.isfinite(lat.loc["flow_map/flow_map+compile", "samples_per_s"])
-    assert set(t[t.measure != "latency"].contestant) == {"flow_map/flow_map"}
+    assert set(t[~t.measure.isin(["latency", "train_bare"])].contestant) == {"flow_map/flow_map"}
 
 
 def test_a_timed_run_repeats_a_short_call_until_it_lasts_min_run_s(monkeypatch):

@@ -38,3 +38,16 @@ def test_family_trains_and_samples(name, tiny_language):
             assert x.shape == (4, tiny_language.seq_len) and x.dtype == torch.long
             assert 0 <= int(x.min()) and int(x.max()) < tiny_language.vocab_size
             assert 0 < counter.calls <= nfe if sampler != "kv_cache" else counter.calls == tiny_language.seq_len
+
+
+@pytest.mark.parametrize("name", FAMILIES.names())
+def test_training_phases_add_up_to_the_declared_cost(name):
+    """The bench times each phase a family lists (flowbench/bench/cases.py): their shares of the
+    steps sum to 1 and their share-weighted cost is the train_cost the trainer budgets with."""
+    cls = FAMILIES.get(name)
+    for params in (cls.Params(), *([cls.Params(distill_start=0.0)] if "distill_start" in cls.Params.model_fields else [])):
+        fam = cls(params=params, vocab_size=16, seq_len=8)
+        phases = fam.training_phases()
+        assert sum(p.share for p in phases) == pytest.approx(1.0)
+        assert sum(p.share * p.cost for p in phases) == pytest.approx(fam.train_cost)
+        assert all(0.0 <= p.progress < 1.0 and p.cost >= 1.0 for p in phases)

@@ -28,7 +28,7 @@ def language():
     return HMMLanguage(seq_len=8, seed=0)  # like suites/smoke.yaml
 
 
-def run(case, language, checkpoint, *, die_at=None):
+def run(case, language, checkpoint, *, die_at=None, reference=None):
     """Train (or resume) like the runner does; die_at=k dies after k training steps of this call."""
     name, params, dropout, ema = CASES[case]
     cls = FAMILIES.get(name)
@@ -50,7 +50,8 @@ def run(case, language, checkpoint, *, die_at=None):
     model = family.build_model(BackboneConfig(d_model=32, n_layers=1, n_heads=2, dropout=dropout))
     return train(family=family, model=model, train_data=language.split("train", 40),
                  val_data=language.split("validation", 16), config=TrainConfig(ema=ema, **TRAIN),
-                 seed=0, checkpoint=checkpoint, meta={}, device=torch.device("cpu"), progress=False)
+                 seed=0, checkpoint=checkpoint, meta={}, device=torch.device("cpu"), progress=False,
+                 reference=reference)
 
 
 def without_seconds(history):  # wall time may differ
@@ -99,3 +100,34 @@ def test_resuming_twice_equals_uninterrupted(tmp_path, language, uninterrupted):
             run("kl_flow", language, checkpoint, die_at=4)
         assert torch.load(checkpoint, weights_only=True)["step"] == last_checkpoint
     assert_same_training(run("kl_flow", language, checkpoint), reference)
+
+
+def test_measured_step_seconds_survive_resume_and_bare_steps_change_nothing(tmp_path, language, uninterrupted,
+                                                                         monkeypatch):
+    """train_seconds sums every step's time across a kill and a resume (a clock that ticks one
+    second a reading: each step reads it twice, so 12 steps make 12 s, and a resume that forgot the
+    saved sum would make 3); bare backbone steps timed at every save (checkpoints at 3, 6, 9 and
+    the end) leave the training bit for bit as without them, dropout and EMA included."""
+    from flowbench import trainer
+    from flowbench.bare_step import BareStep
+
+    reference = uninterrupted("dfm-uniform-dropout-ema")
+    bare = BareStep(BackboneConfig(d_model=32, n_layers=1, n_heads=2, dropout=0.1), batch_size=8,
+                    seq_len=language.seq_len, vocab_size=language.vocab_size)
+    timed = []
+
+    def bare_seconds():
+        timed.append(bare.seconds(steps=1))
+        return 0.25
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
+    checkpoint = tmp_path / "resumed.pt"
+    with pytest.raises(Killed):
+        run("dfm-uniform-dropout-ema", language, checkpoint, die_at=10, reference=bare_seconds)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert (saved["step"], saved["train_seconds"], saved["reference_seconds"]) == (9, 9.0, [0.25] * 3)
+    final = run("dfm-uniform-dropout-ema", language, checkpoint, reference=bare_seconds)
+    assert final["train_seconds"] == 12.0 and final["reference_seconds"] == [0.25] * 4
+    assert len(timed) == 4 and all(t >= 0 for t in timed)
+    assert_same_training(final, reference)

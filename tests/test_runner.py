@@ -23,7 +23,8 @@ def rows(csv_path):
         return list(csv.DictReader(f))
 
 
-TIMING = {"samples_per_s", "tokens_per_s", "latency_s", "peak_mem_mb", "timestamp"}
+TIMING = {"samples_per_s", "tokens_per_s", "latency_s", "peak_mem_mb", "timestamp", "train_seconds",
+          "train_cost_ratio"}
 
 
 def by_key(csv_path, columns=None):
@@ -45,6 +46,9 @@ def test_smoke_suite_end_to_end_and_no_duplicates(tmp_path):
         assert (Path(out) / "samples" / f"{r['row_key']}.npy.xz").exists()
         if r["denoiser"] == "trained":
             assert int(r["params"]) > 0 and int(r["train_steps"]) == 2
+            # the measured cost: its steps' seconds, per declared pass, over a bare backbone step's
+            assert float(r["train_seconds"]) > 0, r["family"]
+            assert 0 < float(r["train_cost_ratio"]) < math.inf, r["family"]
         assert float(r["backbone_calls"]) <= float(r["nfe"])
     families = {r["family"] for r in first}
     assert {"ar_gpt2", "mdlm"} <= families

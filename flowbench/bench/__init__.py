@@ -37,10 +37,12 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
     # CSV is rewritten after every step, so an interrupted bench keeps what it measured
     jobs = {"overhead": cases.overhead, "latency": cases.latency, "train": cases.training,
             "memory": cases.sampling_memory}
-    # latency is one step over every contestant (interleaved, cases.latency); the rest one per entry
-    # compiled entries take part in latency only (BenchEntry.compile)
+    # latency and training are one step over every contestant (interleaved, cases.latency and
+    # cases.training); the rest one per entry. Compiled entries take part in latency only
+    # (BenchEntry.compile)
     eager = [e for e in bench.entries if not e.compile]
-    steps = [(job, e) for job in jobs for e in (eager if job != "latency" else [None])]
+    together = ("latency", "train")
+    steps = [(job, e) for job in jobs for e in (eager if job not in together else [None])]
     steps += [("scaling", e) for e in eager] if bench.scaling else []
     for e in bench.entries:  # every entry's family, parameters and sampler checked before any timing
         c = cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
@@ -55,6 +57,9 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
         elif job == "latency":
             rows += cases.latency([cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
                                    for e in bench.entries], bench)
+        elif job == "train":
+            rows += cases.training([cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
+                                    for e in eager], bench)
         else:
             c = cases.build(entry, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
             rows += jobs[job](c, bench)
@@ -86,11 +91,12 @@ def _stamp(bench: Bench) -> dict:
 
 
 def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """train_ratio_to_ar: tokens/s over the AR family's. (Latency rows carry their speed-ups over
-    each AR sampler already, paired round by round: cases.latency.)"""
+    """train_ratio_to_ar: tokens/s over the AR family's whole training (its phase 'all' row).
+    (Latency rows carry their speed-ups over each AR sampler already, paired round by round:
+    cases.latency.)"""
     table = table.copy()
     train = table["measure"] == "train"
-    ar = table[train & (table["family"] == cases.AR_FAMILY)]
+    ar = table[train & (table["family"] == cases.AR_FAMILY) & (table.get("phase") == "all")]
     if len(ar):
         table.loc[train, "train_ratio_to_ar"] = table.loc[train, "tokens_per_s"] / ar["tokens_per_s"].iloc[0]
     return table

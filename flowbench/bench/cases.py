@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from flowbench.bare_step import BareStep
 from flowbench.bench.config import Bench, BenchEntry
 from flowbench.bench.measure import PhaseMemory, RecordedCalls, Timing, calls_per_run, time_call
 from flowbench.config import SuiteError, validate
@@ -157,29 +158,93 @@ def sampling_memory(c: Contestant, bench: Bench) -> list[dict]:
     return [_base(c, "sample_memory", batch=bench.eval_batch, nfe=c.nfe_of(nfe), peak_mb=mem.mb)]
 
 
-def training(c: Contestant, bench: Bench) -> list[dict]:
-    """Optimiser steps (loss, backward, AdamW) on random token batches: tokens/s and peak memory."""
-    model, L = c.model, c.family.seq_len
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    gen = torch.Generator(device=c.device).manual_seed(c.seed)
-    x1 = torch.randint(c.family.vocab_size, (bench.train_batch, L), generator=gen, device=c.device)
+def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
+    """Optimiser steps (loss, backward, AdamW) on random token batches, every phase of every
+    contestant's training (`Family.training_phases`: flow_map's anchor and distillation), beside a
+    bare backbone step of the same shape (`flowbench.bare_step`: tokens in, CE, AdamW).
 
-    def steps(k: int) -> None:
+    Interleaved: each round times the bare step and then every contestant's phases once, each run
+    `train_steps` steps, so a load change between rounds reaches all alike. Per phase: ms per step
+    (median over rounds), declared passes, backbone calls per step (counted), and ms per declared
+    pass over the bare step's ms, the median over rounds of that ratio within the round. A row of
+    phase 'all' per contestant weights its phases by their share of the steps: what its training
+    costs as a whole (its tokens/s against AR's in `train_ratio_to_ar`)."""
+    L, V = bench.seq_len, bench.vocab_size
+    device = torch.device(bench.device)
+    bare = BareStep(bench.backbone, batch_size=bench.train_batch, seq_len=L, vocab_size=V, device=device)
+    units: list[tuple[Contestant, object, Callable[[], None]]] = []
+    calls: dict[int, int] = {}
+    for c in contestants:
+        c.model.train()
+        opt = torch.optim.AdamW(c.model.parameters(), lr=1e-4)
+        gen = torch.Generator(device=c.device).manual_seed(c.seed)
+        x1 = torch.randint(c.family.vocab_size, (bench.train_batch, c.family.seq_len), generator=gen,
+                           device=c.device)
+        for phase in c.family.training_phases():
+            units.append((c, phase, _steps(c, phase, opt, x1, gen, bench.train_steps)))
+    for i, (c, phase, run) in enumerate(units):  # warm-up, counting the network's calls per step
+        hook = c.model.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls.get(i, 0) + 1))
+        try:
+            run()
+        finally:
+            hook.remove()
+    bare.seconds()
+    bare_s, unit_s = [], {i: [] for i in range(len(units))}
+    for _ in range(bench.repeats):
+        bare_s.append(bare.seconds(steps=bench.train_steps))
+        for i, (c, _, run) in enumerate(units):
+            unit_s[i].append(time_call(run, repeats=1, device=c.device, warmup=0).median_s / bench.train_steps)
+    rows = []
+    batch_tokens = bench.train_batch * L
+    bare_med = statistics.median(bare_s)
+    rows.append({"measure": "train_bare", "contestant": "bare backbone step", "family": "", "phase": "",
+                 "seq_len": L, "vocab_size": V, "batch": bench.train_batch, "seconds": bare_med,
+                 "spread": _spread(bare_s), "repeats": bench.repeats, "train_cost": 1.0,
+                 "tokens_per_s": batch_tokens / bare_med})
+    for c in contestants:
+        mine = [(i, phase) for i, (cc, phase, _) in enumerate(units) if cc is c]
+        for i, phase in mine:
+            ts = unit_s[i]
+            with PhaseMemory(c.device) as mem:
+                units[i][2]()
+            rows.append(_base(c, "train", batch=bench.train_batch, phase=phase.name, phase_share=phase.share,
+                              seconds=statistics.median(ts), spread=_spread(ts), repeats=bench.repeats,
+                              train_cost=phase.cost, calls_per_step=calls[i] / bench.train_steps,
+                              tokens_per_s=batch_tokens / statistics.median(ts),
+                              passes_per_s=phase.cost / statistics.median(ts),
+                              pass_ratio_to_bare=statistics.median(
+                                  t / phase.cost / b for t, b in zip(ts, bare_s)),
+                              bare_seconds=bare_med, peak_mb=mem.mb))
+        # the whole training: each round's phases weighted by their share of the steps
+        whole = [sum(phase.share * unit_s[i][r] for i, phase in mine) for r in range(bench.repeats)]
+        cost = sum(phase.share * phase.cost for _, phase in mine)
+        phase_rows = rows[-len(mine):]
+        rows.append(_base(c, "train", batch=bench.train_batch, phase="all", phase_share=1.0,
+                          seconds=statistics.median(whole), spread=_spread(whole), repeats=bench.repeats,
+                          train_cost=cost, calls_per_step=sum(phase.share * calls[i] / bench.train_steps
+                                                              for i, phase in mine),
+                          tokens_per_s=batch_tokens / statistics.median(whole),
+                          passes_per_s=cost / statistics.median(whole),
+                          pass_ratio_to_bare=statistics.median(t / cost / b for t, b in zip(whole, bare_s)),
+                          bare_seconds=bare_med, peak_mb=max(r["peak_mb"] for r in phase_rows)))
+        c.model.eval()
+        c.family.train_progress = 0.0
+    return rows
+
+
+def _steps(c: Contestant, phase, opt: torch.optim.Optimizer, x1: torch.Tensor, gen: torch.Generator,
+           k: int) -> Callable[[], None]:
+    """k optimiser steps of one phase of c's training."""
+
+    def run() -> None:
+        c.family.train_progress = phase.progress
         for _ in range(k):
-            loss = c.family.loss(model, x1, generator=gen)
+            loss = c.family.loss(c.model, x1, generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-    t = time_call(lambda: steps(bench.train_steps), repeats=bench.repeats, device=c.device)
-    with PhaseMemory(c.device) as mem:
-        steps(1)
-    model.eval()
-    tokens = bench.train_steps * bench.train_batch * L
-    cost = c.family.train_cost
-    return [_base(c, "train", batch=bench.train_batch, **_timing(t), tokens_per_s=tokens / t.median_s,
-                  train_cost=cost, passes_per_s=bench.train_steps * cost / t.median_s, peak_mb=mem.mb)]
+    return run
 
 
 def scaling(entry: BenchEntry, bench: Bench) -> list[dict]:

@@ -65,9 +65,11 @@ def _samples_per_s(t: pd.DataFrame):
 
 def _train(t: pd.DataFrame):
     tr = t[t.measure == "train"]
+    if "phase" in tr:  # the whole training of each contestant, its phases weighted
+        tr = tr[tr.phase == "all"]
     if tr.empty:
         return None
-    mem = t[t.measure.isin(["train", "sample_memory"])].assign(
+    mem = pd.concat([tr, t[t.measure == "sample_memory"]]).assign(
         phase=lambda d: d.measure.map({"train": "one training step", "sample_memory": "one sample batch"}))
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 0.4 * len(tr) + 2.5))
     col = "train_ratio_to_ar" if "train_ratio_to_ar" in tr else "tokens_per_s"

@@ -37,10 +37,19 @@ def summary(table: pd.DataFrame) -> str:
         parts += ["## Latency and samples/s by batch and NFE", "", _md(lat[[c for c in cols if c in lat]]), ""]
     tr = t[t.measure == "train"]
     if len(tr):
-        cols = ["contestant", "batch", "seconds", "spread", "tokens_per_s", "train_cost", "passes_per_s",
-                "train_ratio_to_ar", "peak_mb"]
-        parts += ["## Training throughput (random tokens) and peak memory of one step", "",
-                  _md(tr[[c for c in cols if c in tr]]), ""]
+        cols = ["contestant", "phase", "phase_share", "train_cost", "calls_per_step", "ms_per_step", "spread",
+                "pass_ratio_to_bare", "tokens_per_s", "train_ratio_to_ar", "peak_mb"]
+        tr = tr.assign(ms_per_step=1e3 * tr.seconds)
+        bare = t[t.measure == "train_bare"]
+        head = "## Training: ms per optimiser step by phase (random tokens), against a bare backbone step"
+        note = ("`train_cost`: declared backbone passes per step; `pass_ratio_to_bare`: ms per declared pass / "
+                "a bare backbone step's ms (tokens in, CE, AdamW, same shape), median over interleaved rounds; "
+                "phase `all`: the phases weighted by their share of the steps.")
+        if len(bare):
+            b = bare.iloc[0]
+            note += (f" Bare backbone step: {1e3 * b.seconds:.3g} ms (spread {b.spread:.2g}), "
+                     f"batch {int(b.batch)}.")
+        parts += [head, "", note, "", _md(tr[[c for c in cols if c in tr]]), ""]
     mem = t[t.measure == "sample_memory"]
     if len(mem):
         parts += ["## Peak memory of one sample batch", "", _md(mem[["contestant", "batch", "nfe", "peak_mb"]]), ""]

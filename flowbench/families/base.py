@@ -37,6 +37,21 @@ class BackboneSpec:
     self_cond: bool = False
 
 
+@dataclass(frozen=True)
+class TrainingPhase:
+    """A stretch of a family's training whose step does one kind of work.
+
+    progress: a `Family.train_progress` value inside the phase (the bench sets it to time the
+    phase's step); cost: the backbone passes one step of the phase declares; share: the fraction
+    of the training steps spent in it. The shares sum to 1, and the share-weighted cost is the
+    family's `train_cost`."""
+
+    name: str
+    progress: float
+    cost: float
+    share: float
+
+
 class Params(BaseModel):
     """Base of every family's hyper-parameters: frozen, unknown keys rejected."""
 
@@ -143,6 +158,11 @@ class Family:
         return self.evidence(x, t)
 
     # --- training ------------------------------------------------------------------------
+    def training_phases(self) -> tuple[TrainingPhase, ...]:
+        """The phases of this family's training (`TrainingPhase`); one unless its loss changes
+        with `train_progress`."""
+        return (TrainingPhase("train", progress=0.0, cost=self.train_cost, share=1.0),)
+
     def loss(self, model: nn.Module, x1: torch.Tensor, *, generator: torch.Generator | None = None
              ) -> torch.Tensor:
         """Scalar training loss on a batch of clean token ids x1 (B, L)."""

@@ -177,8 +177,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from flowbench.config import BackboneConfig
-from flowbench.families.base import (BackboneSpec, Family, Params, SamplerParams, randomized_steps,
-                                     sample_categorical, time_grid)
+from flowbench.families.base import (BackboneSpec, Family, Params, SamplerParams, TrainingPhase,
+                                     randomized_steps, sample_categorical, time_grid)
 from flowbench.families.ode import Solver, solve, steps_for
 from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
@@ -342,6 +342,18 @@ class FlowMap(Family):
         # fraction of the steps after which distillation starts
         self.train_cost = 1.0 / (f + (1.0 - f) / cost)
         self.distill_from = f * self.train_cost
+        self.distill_cost = cost
+
+    def training_phases(self) -> tuple[TrainingPhase, ...]:
+        """anchor (the steps before `distill_from`, one pass each) and distill (the rest, the
+        anchor and the distillation term: `DISTILL_COST` passes)."""
+        if self.distill_cost == 1.0:
+            return (TrainingPhase("anchor", progress=0.0, cost=1.0, share=1.0),)
+        distill = TrainingPhase("distill", progress=self.distill_from, cost=self.distill_cost,
+                                share=1.0 - self.distill_from)
+        if self.distill_from <= 0:
+            return (distill,)
+        return (TrainingPhase("anchor", progress=0.0, cost=1.0, share=self.distill_from), distill)
 
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(cond="st", input="simplex")
