@@ -239,10 +239,12 @@ class PosteriorInput(nn.Module):
         self.net, self.evidence = net, evidence
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
-                s: torch.Tensor | None = None, **kw) -> torch.Tensor:
+                s: torch.Tensor | None = None, *, evidence: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        """evidence: this call's evidence(x, t, s) when the caller has it already (EvidenceHead)."""
         # no torch.no_grad: x carries no gradient in training, and a gradient in x (steering's
         # look-ahead) must reach it through the posterior too
-        post = self.evidence(x, t, s).softmax(-1).to(torch.float32)       # (B, L, V)
+        ev = self.evidence(x, t, s) if evidence is None else evidence
+        post = ev.softmax(-1).to(torch.float32)                           # (B, L, V)
         return self.net(post, t=t, s=s, **kw)
 
 
@@ -264,9 +266,12 @@ class EvidenceHead(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 s: torch.Tensor | None = None, **kw) -> torch.Tensor:
-        out = self.net(x, t=t, s=s, **kw)                                 # (B, L, V)
         # with gradient, as PosteriorInput: a gradient in x includes the evidence term
-        ev = self.evidence(x, t, s)                                       # (B, L, V) float64
+        ev = self.evidence(x, t, s)                                       # (B, L, V)
+        if isinstance(self.net, PosteriorInput) and self.net.evidence == self.evidence:
+            out = self.net(x, t=t, s=s, evidence=ev, **kw)                # the same evidence, once
+        else:
+            out = self.net(x, t=t, s=s, **kw)                             # (B, L, V)
         ev = ev - ev.amax(-1, keepdim=True).detach().clamp_min(-1e30)     # per-position constant
         return out + ev.to(out.dtype)
 

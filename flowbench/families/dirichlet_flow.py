@@ -298,7 +298,9 @@ def time_grid(n: int, *, kind: str, warp: TimeWarp, power: float, t_end: float) 
 class DirichletFlow(Family):
     Params = DirichletFlowParams
     samplers = {"ode": ODEParams, "randomized": RandomizedParams}
-    version = 2  # 2: the prior and path drawn in float32 for training
+    # 2: the prior and path drawn in float32 for training; 3: the training prior by dirichlet_draws,
+    # the network's evidence maps in float32 (alpha >= 1)
+    version = 3
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -320,9 +322,11 @@ class DirichletFlow(Family):
         return log_dirichlet((*shape, self.vocab_size), alpha=self.alpha, generator=generator, dtype=dtype).exp()
 
     def path(self, pi0: torch.Tensor, x1: torch.Tensor, *, t: torch.Tensor) -> torch.Tensor:
-        """Pi_t = (1 - t) Pi_0 + t z: pi0 (B, L, V), ids x1 (B, L), t (B,) -> (B, L, V) in pi0's dtype."""
-        t = t.to(pi0.dtype)[:, None, None]
-        return (1 - t) * pi0 + t * F.one_hot(x1, self.vocab_size).to(pi0.dtype)
+        """Pi_t = (1 - t) Pi_0 + t z: pi0 (B, L, V), ids x1 (B, L), t (B,) -> (B, L, V) in pi0's dtype.
+
+        t added at the data token in place of a one-hot times t (the same sums, one buffer)."""
+        t = t.to(pi0.dtype)[:, None, None]                                          # (B, 1, 1)
+        return ((1 - t) * pi0).scatter_add_(-1, x1[..., None], t.expand(*x1.shape, 1))
 
     def velocity_target(self, pi0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """d Pi_t / dt = z - Pi_0 (seed, Algorithm 1): (B, L, V) in pi0's dtype."""
@@ -336,8 +340,11 @@ class DirichletFlow(Family):
         B, L = x1.shape
         u0 = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
         u = (u0 + torch.arange(B, device=x1.device, dtype=torch.float64) / B) % 1.0  # (B,)
-        # the path in float32, the network's input precision (t itself stays float64)
-        pi0 = self.prior((B, L), generator=generator, dtype=torch.float32)            # (B, L, V)
+        # the path in float32, the network's input precision (t itself stays float64); for
+        # alpha >= 1 the prior by dirichlet_draws, as the float32 samplers draw it (torch's Gamma
+        # sampler draws entry by entry: a quarter of a step)
+        pi0 = self.prior((B, L), generator=generator, dtype=torch.float32,
+                         vectorized=self.alpha >= 1)                                   # (B, L, V)
         t = self.warp.to_t(u)
         x_t = self.path(pi0, x1, t=t)                                                 # (B, L, V)
         # alpha < 1: a true token whose float32 prior coordinate underflows to 0 sits exactly on
@@ -411,18 +418,23 @@ class DirichletFlow(Family):
     # --- oracle ------------------------------------------------------------------------------
     def model_evidence(self, x, t, s):
         """The evidence at the model's time input u = F(t); a float32 input rounds x^v = t by
-        about 1e-7 relative, so the boundary tolerance follows the input's precision."""
-        tol = _TOL if x.dtype == torch.float64 else 1e-5
-        return self.evidence(x, self.warp.to_t(t), tol=tol)
+        about 1e-7 relative, so the boundary tolerance follows the input's precision, and a
+        float32 input is read in float32 for alpha >= 1 (where the density has no pole at the
+        boundary); alpha < 1 keeps float64 (module docstring on its float32 prior coordinates)."""
+        if x.dtype == torch.float64:
+            return self.evidence(x, self.warp.to_t(t), tol=_TOL)
+        return self.evidence(x, self.warp.to_t(t), tol=1e-5,
+                             dtype=torch.float32 if self.alpha >= 1 else torch.float64)
 
-    def evidence(self, x_t, t, *, tol: float = _TOL):
-        """ev[b, i, v] = (alpha - 1) log(1 - t / x^v) if x^v >= t else -inf, float64 (B, L, V).
+    def evidence(self, x_t, t, *, tol: float = _TOL, dtype: torch.dtype = torch.float64):
+        """ev[b, i, v] = (alpha - 1) log(1 - t / x^v) if x^v >= t else -inf, float64 (or dtype)
+        (B, L, V).
 
         t: (B,) path times. Rounding: |x^v - t| <= tol counts as the boundary, where the
         gap x^v - t is taken as tol (the density diverges there when alpha < 1). A position
         with every x^v < t - tol is read at its own time t_i = max_v x^v."""
-        x = x_t.double().clamp_min(0.0)                                       # (B, L, V)
-        t = t.double().reshape(-1, 1, 1).to(x.device)
+        x = x_t.to(dtype).clamp_min(0.0)                                      # (B, L, V)
+        t = t.to(dtype).reshape(-1, 1, 1).to(x.device)
         t = torch.minimum(t, x.amax(-1, keepdim=True))                       # (B, L, 1) admissible time
         tol = torch.maximum(x, t).mul_(tol)
         gap = x - t                                                          # (B, L, V)

@@ -184,9 +184,10 @@ from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
 
 _TINY = torch.finfo(torch.float64).tiny
-# the dtype of the network's own input maps (softmax input, evidence head): float64 in training;
-# a sampler may set float32 for its calls (its `input_precision`), read where the maps compute
-_INPUT_DTYPE: ContextVar[torch.dtype] = ContextVar("flow_map_input_dtype", default=torch.float64)
+# the dtype of the network's own input maps (softmax input, evidence head): float32 in training
+# (float64 before version 3: a sixth of a step, for the same validation loss: docs/performance.md);
+# a sampler sets its own for its calls (its `input_precision`), read where the maps compute
+_INPUT_DTYPE: ContextVar[torch.dtype] = ContextVar("flow_map_input_dtype", default=torch.float32)
 
 
 class FlowMapParams(Params):
@@ -327,7 +328,7 @@ class FlowMap(Family):
     Params = FlowMapParams
     samplers = {"flow_map": FlowMapSamplerParams, "euler": EulerSamplerParams,
                 "randomized": RandomizedSamplerParams, "consistency": ConsistencySamplerParams}
-    version = 2  # 2: the flow_map sampler state in float32
+    version = 3  # 2: the flow_map sampler state in float32; 3: the input maps in float32 in training
     # backbone work of one step, in forward + backward passes (a backward counted as two
     # forwards): anchor 1; psd: target 2 forwards without gradient + prediction 1 = 8/3 in all;
     # lsd: the jvp (primal and tangent, with gradient) about 2 + target 1/3 = 10/3
@@ -367,7 +368,8 @@ class FlowMap(Family):
         """I_t = (1 - t) x_0 + t e_{x_1}, x_0 ~ N(0, I): x1 (B, L) ids, t (B,) -> (B, L, V) float32."""
         x0 = torch.randn((*x1.shape, self.vocab_size), generator=generator, device=x1.device)
         t = t.float()[:, None, None]
-        return (1 - t) * x0 + t * F.one_hot(x1, self.vocab_size).float()
+        # t added at the data token in place of a one-hot times t: the same sums, one buffer
+        return x0.mul_(1 - t).scatter_add_(-1, x1[..., None], t.expand(*x1.shape, 1))
 
     @staticmethod
     def delta(model, x: torch.Tensor, *, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

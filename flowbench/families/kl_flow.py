@@ -135,7 +135,8 @@ class HybridParams(ODEParams):
 class KLFlow(Family):
     Params = KLFlowParams
     samplers = {"ode": ODEParams, "randomized": RandomizedParams, "hybrid": HybridParams}
-    version = 2  # 2: the noise and path drawn in float32 for training
+    # 2: the noise and path drawn in float32 for training; 3: the network's evidence head in float32
+    version = 3
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -155,8 +156,8 @@ class KLFlow(Family):
         """Centered noise logits P l_0, l_0 ~ N(0, sigma^2 I): (B, L) -> (B, L, V) float64 (or dtype)."""
         device = device if device is not None or generator is None else generator.device
         l0 = torch.randn((*shape, self.vocab_size), generator=generator, dtype=dtype, device=device)
-        l0 = self.params.noise_scale * l0
-        return l0 - l0.mean(-1, keepdim=True)
+        l0.mul_(self.params.noise_scale)
+        return l0.sub_(l0.mean(-1, keepdim=True))
 
     def interpolate(self, x1: torch.Tensor, t: torch.Tensor, *, generator: torch.Generator | None,
                     dtype=torch.float64) -> torch.Tensor:
@@ -164,7 +165,9 @@ class KLFlow(Family):
         (or dtype: training draws its path in float32, the network's input precision)."""
         l0 = self.noise(tuple(x1.shape), generator=generator, device=x1.device, dtype=dtype)
         t = t.to(dtype)[:, None, None]  # (B, 1, 1)
-        return (1 - t) * l0 + t * self.target_logits(x1, dtype=dtype)
+        # (1 - t) l_0 + t Delta (e_x1 - 1/V) without the (B, L, V) one-hot: t Delta added at x_1
+        l_t = l0.mul_(1 - t).sub_(t * (self.delta / self.vocab_size))
+        return l_t.scatter_add_(-1, x1[..., None], (t * self.delta).expand(*x1.shape, 1))
 
     def model_input(self, l_t: torch.Tensor) -> torch.Tensor:
         """The network's view of the state: x_t = softmax(l_t) or the centered l_t, (B, L, V) float64."""
@@ -252,18 +255,25 @@ class KLFlow(Family):
         return l, last["logp"] if logp is None else logp
 
     # --- oracle --------------------------------------------------------------------------
-    def log_likelihood(self, l_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """t Delta y / (sigma^2 (1 - t)^2), y = centered l_t; t (B,) -> (B, L, V) float64."""
-        y = l_t.double()
-        y = y - y.mean(-1, keepdim=True)
+    def log_likelihood(self, l_t: torch.Tensor, t: torch.Tensor, *, dtype: torch.dtype = torch.float64
+                       ) -> torch.Tensor:
+        """t Delta y / (sigma^2 (1 - t)^2), y = centered l_t; t (B,) -> (B, L, V) float64 (or dtype)."""
+        y = l_t.to(dtype)
         t = torch.as_tensor(t, dtype=torch.float64, device=y.device).reshape(-1)[:, None, None]  # (B, 1, 1)
-        return t * self.delta / (self.params.noise_scale**2 * (1 - t) ** 2) * y
+        scale = (t * self.delta / (self.params.noise_scale**2 * (1 - t) ** 2)).to(dtype)   # float64, then cast
+        return (y - y.mean(-1, keepdim=True)).mul_(scale)
 
-    def evidence(self, x_t, t):
-        """ev[b, i, v] = t Delta y_v / (sigma^2 (1 - t)^2), y the centered logits: (B, L, V) float64.
+    def model_evidence(self, x, t, s):
+        """The evidence in the network input's precision (float32 in training and for a float32
+        state; float64 for a float64 state)."""
+        return self.evidence(x, t, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+    def evidence(self, x_t, t, *, dtype: torch.dtype = torch.float64):
+        """ev[b, i, v] = t Delta y_v / (sigma^2 (1 - t)^2), y the centered logits: (B, L, V) float64
+        (or dtype).
 
         x_t is the network input (`model_input`): probabilities are mapped back by their log."""
-        x = x_t.double()
+        x = x_t.to(dtype)
         if self.params.input == "probs":
-            x = x.clamp_min(torch.finfo(torch.float64).tiny).log()
-        return self.log_likelihood(x, t)
+            x = x.clamp_min(torch.finfo(dtype).tiny).log()
+        return self.log_likelihood(x, t, dtype=dtype)

@@ -213,9 +213,9 @@ def test_float32_input_maps_are_the_sampler_s_choice_only(tiny_language, conditi
         return model(*args, **kw)
 
     with torch.no_grad():
-        out64 = model(x, s=s, t=t)
-        token = flow_map._INPUT_DTYPE.set(torch.float32)
         out32 = model(x, s=s, t=t)
+        token = flow_map._INPUT_DTYPE.set(torch.float64)
+        out64 = model(x, s=s, t=t)
         flow_map._INPUT_DTYPE.reset(token)
     assert not torch.equal(out32, out64) and torch.allclose(out32, out64, atol=1e-4)
     draws = {}
@@ -226,8 +226,8 @@ def test_float32_input_maps_are_the_sampler_s_choice_only(tiny_language, conditi
                                       generator=torch.Generator().manual_seed(0))
         assert seen == [getattr(torch, precision)] * 2
     assert torch.equal(draws["float32"], draws["float64"])
-    assert flow_map._INPUT_DTYPE.get() == torch.float64  # reset after sampling: training reads float64
+    assert flow_map._INPUT_DTYPE.get() == torch.float32  # reset after sampling: training reads float32
     with torch.no_grad():
-        assert torch.equal(model(x, s=s, t=t), out64)
+        assert torch.equal(model(x, s=s, t=t), out32)
     assert "input_precision" not in FlowMapSamplerParams(nfe=2).key_dump()
     assert FlowMapSamplerParams(nfe=2, input_precision="float32").key_dump()["input_precision"] == "float32"
