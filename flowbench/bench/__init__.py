@@ -42,8 +42,9 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
     # (BenchEntry.compile)
     eager = [e for e in bench.entries if not e.compile]
     together = ("latency", "train")
-    steps = [(job, e) for job in jobs for e in (eager if job not in together else [None])]
-    steps += [("scaling", e) for e in eager] if bench.scaling else []
+    steps = [(job, e) for job in jobs if job in bench.measures
+             for e in (eager if job not in together else [None])]
+    steps += [("scaling", e) for e in eager] if bench.scaling and "scaling" in bench.measures else []
     for e in bench.entries:  # every entry's family, parameters and sampler checked before any timing
         c = cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
         for nfe in e.nfe or [None]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt
 
@@ -57,6 +57,10 @@ class Bench(Frozen):
     seed: int = 0
     entries: list[BenchEntry]
     scaling: Scaling | None = Scaling()
+    # the measures to take (default all; scaling also needs `scaling` set): e.g. [train] times
+    # only the training phases against the bare backbone step (suites/bench_train.yaml)
+    measures: list[Literal["overhead", "latency", "train", "memory", "scaling"]] = [
+        "overhead", "latency", "train", "memory", "scaling"]
 
 
 def load_bench(path: str | Path) -> Bench:
