@@ -95,11 +95,12 @@ class SamplerParams(Params):
 
 class StatePrecision(SamplerParams):
     """state_precision: the dtype of a sampler's (n, L, V) state and the draws and maps on it:
-    float64 (default, the committed rows bit for bit) or float32 (the conventions' rule: float64
-    only for the categorical draws, which `sample_categorical` makes in float64 either way). Keyed
-    only when set, so float64 rows keep their keys (docs/performance.md measures the gain)."""
+    float32 (default; the conventions' rule: float64 only for the categorical draws, which
+    `sample_categorical` makes in float64 either way) or float64. Shown equal in distribution on
+    the exact denoiser (docs/performance.md, which measures the gain); keyed only when set away
+    from the default."""
 
-    state_precision: Literal["float64", "float32"] = "float64"
+    state_precision: Literal["float32", "float64"] = "float32"
     keyed_when_set: ClassVar[tuple[str, ...]] = ("state_precision",)
 
 

@@ -56,10 +56,12 @@ by argmax or by a float64 categorical draw. `t_end`: euler and midpoint never ev
 end, so they run to 1 (the last Euler step lands on mu of the last node); heun and rk4 evaluate
 at t_end, where the denoiser's and the oracle's (mu - x)/(1 - t) is undefined, so they need t_end < 1.
 
-Both samplers take `state_precision`: float64 (default) or float32 (alpha >= 1), whose state,
-prior and velocity are float32 and whose prior comes from `dirichlet_draws` (Gamma draws by
-Marsaglia and Tsang, vectorized: torch's Gamma sampler costs as much in float32 as in float64);
-about 1.6x the samples/s at batch 256, NFE 1 (docs/performance.md).
+Both samplers take `state_precision`: float32 (default; alpha >= 1), whose state, prior and
+velocity are float32 and whose prior comes from `dirichlet_draws` (Gamma draws by Marsaglia and
+Tsang, vectorized: torch's Gamma sampler costs as much in float32 as in float64), about 1.6x the
+samples/s of float64 at batch 256, NFE 1 (docs/performance.md); or float64, by torch's Gamma
+sampler in log space. With alpha < 1 (its prior coordinates underflow float32) the default is
+float64, and float32 set explicitly is an error.
 
 Evidence (oracle mode), v-free terms and the Jacobian (1 - t)^-(V-1) dropped:
 
@@ -164,8 +166,8 @@ class DirichletFlowParams(Params):
 
 
 class ODEParams(StatePrecision):
-    """state_precision float32 (alpha >= 1): state, prior and velocity in float32, the prior drawn
-    by dirichlet_draws."""
+    """state_precision float32 (default; alpha >= 1): state, prior and velocity in float32, the
+    prior drawn by dirichlet_draws; float64 by default when alpha < 1 (DirichletFlow.state_dtype)."""
 
     # fixed-grid ODE solver; nfe counts its stages (rk4 spends 4 calls a step)
     solver: Literal["euler", "midpoint", "heun", "rk4"] = "euler"
@@ -359,8 +361,14 @@ class DirichletFlow(Family):
         return F.cross_entropy(out.transpose(1, 2), x1)
 
     # --- sampling ----------------------------------------------------------------------------
+    def state_dtype(self, params) -> torch.dtype:
+        """The sampler's state dtype: its state_precision, but float64 by default when alpha < 1."""
+        if self.alpha < 1 and "state_precision" not in params.model_fields_set:
+            return torch.float64
+        return getattr(torch, params.state_precision)
+
     def check_sampler(self, sampler, params):
-        if params.state_precision == "float32" and self.alpha < 1:
+        if self.state_dtype(params) == torch.float32 and self.alpha < 1:
             raise ValueError(f"state_precision float32 needs alpha >= 1: Dirichlet({self.alpha:.3g}) "
                              f"prior coordinates underflow float32 (module docstring)")
         if sampler == "randomized":
@@ -388,7 +396,7 @@ class DirichletFlow(Family):
         self.check_sampler(sampler, params)
         device = generator.device
         model = self.sampling_model(model)
-        dtype = getattr(torch, params.state_precision)
+        dtype = self.state_dtype(params)
 
         def prior() -> torch.Tensor:
             # float32: torch's Gamma sampler costs as much as in float64, so the prior comes from

@@ -82,10 +82,11 @@ Samplers:
   euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
             nfe velocity calls (flowbench.families.ode); read-out: argmax of the final state.
             heun and rk4 evaluate b at t_end, so they need t_end < 1.
-  Every sampler takes `input_precision`: the network's softmax input and evidence head (float64
-  in training) run in float64 (default) or float32 for the sampler's calls. On nfe_sweep's model
-  float32 draws the float64 samples token for token on all 20 flow_map and consistency rows, at
-  about a tenth less time per call at batch 256 (docs/performance.md).
+  Every sampler takes `input_precision`: the network's softmax input and evidence head (float32
+  in training) run in float32 (default) or float64 for the sampler's calls. On nfe_sweep's model
+  (trained with float64 maps) float32 drew the float64 samples token for token on all 20
+  flow_map and consistency rows, at about a tenth less time per call at batch 256
+  (docs/performance.md).
 
 Oracle. evidence(x, t)[v] = log N(x; t e_v, (1 - t)^2 I) = t x_v / (1 - t)^2 + const(x, t), and
 D_t = exp(corpus.posterior(evidence)). For s < t the oracle integrates the diagonal flow from s
@@ -217,11 +218,11 @@ class FlowMapParams(Params):
 
 class _InputPrecision(SamplerParams):
     """input_precision: the dtype of the network's own input maps while sampling, the softmax input
-    and the evidence head on (B, L, V), which train in float64: float64 (default, the trained
-    network bit for bit) or float32 (the conventions' rule, float64 only for the final draw):
-    about a tenth of a forward less at batch 256, logits within about 1e-6 (docs/performance.md)."""
+    and the evidence head on (B, L, V): float32 (default, as they train; the conventions' rule,
+    float64 only for the final draw) or float64: about a tenth of a forward more at batch 256,
+    logits within about 1e-6 (docs/performance.md)."""
 
-    input_precision: Literal["float64", "float32"] = "float64"
+    input_precision: Literal["float32", "float64"] = "float32"
     keyed_when_set: ClassVar[tuple[str, ...]] = ("input_precision",)
 
 

@@ -213,11 +213,12 @@ def test_float32_prior_is_the_same_dirichlet():
 
 
 def test_float32_state_samples_the_language_as_float64(tiny_language):
-    """state_precision float32 (float32 state, prior and velocity): the exact flow still ends on
-    the language, as close as the float64 state; refused for alpha < 1, whose prior underflows."""
+    """state_precision float32 (the default: float32 state, prior and velocity): the exact flow
+    still ends on the language, as close as the float64 state; for alpha < 1, whose prior
+    underflows float32, the default is float64 and float32 set explicitly is refused."""
     fam = family(tiny_language)
     h, _ = tiny_language.entropy_rate()
-    _, nll64 = oracle_nll(tiny_language, fam, nfe=32, solver="midpoint")
+    _, nll64 = oracle_nll(tiny_language, fam, nfe=32, solver="midpoint", state_precision="float64")
     x, nll32 = oracle_nll(tiny_language, fam, nfe=32, solver="midpoint", state_precision="float32")
     assert nll32 == pytest.approx(h, abs=0.08) and nll32 == pytest.approx(nll64, abs=0.05)
     ref = tiny_language.split("test", len(x))
@@ -229,3 +230,7 @@ def test_float32_state_samples_the_language_as_float64(tiny_language):
     assert h < (-tiny_language.log_prob(y) / tiny_language.seq_len).mean().item() < h + 0.45
     with pytest.raises(ValueError, match="state_precision float32 needs alpha >= 1"):
         family(tiny_language, alpha=None).check_sampler("ode", ODEParams(nfe=4, state_precision="float32"))
+    seed_alpha = family(tiny_language, alpha=None)
+    seed_alpha.check_sampler("ode", ODEParams(nfe=4))
+    assert seed_alpha.state_dtype(ODEParams(nfe=4)) == torch.float64
+    assert fam.state_dtype(ODEParams(nfe=4)) == torch.float32

@@ -195,11 +195,11 @@ def test_softmax_input_loses_nothing_the_flow_map_needs(tiny_language, condition
         assert same == invariant
 
 
-def test_float32_input_maps_are_the_sampler_s_choice_only(tiny_language, conditioned_network):
-    """input_precision float32 runs the softmax input and the evidence head in float32 for the
-    sampler's own calls: the same network within rounding (not bit for bit), the same samples
-    here; the default and every call outside sampling stay float64, and only a non-default
-    choice enters a row's sampler parameters."""
+def test_float32_input_maps_by_default_float64_the_sampler_s_choice(tiny_language, conditioned_network):
+    """The softmax input and the evidence head run in float32 in training and, by default, for
+    the sampler's calls; input_precision float64 runs them in float64 for the sampler's own calls
+    only: the same network within rounding (not bit for bit), the same samples here; only the
+    non-default choice enters a row's sampler parameters."""
     from flowbench.families import flow_map
 
     fam = family(tiny_language)
@@ -230,4 +230,5 @@ def test_float32_input_maps_are_the_sampler_s_choice_only(tiny_language, conditi
     with torch.no_grad():
         assert torch.equal(model(x, s=s, t=t), out32)
     assert "input_precision" not in FlowMapSamplerParams(nfe=2).key_dump()
-    assert FlowMapSamplerParams(nfe=2, input_precision="float32").key_dump()["input_precision"] == "float32"
+    assert FlowMapSamplerParams(nfe=2).input_precision == "float32"
+    assert FlowMapSamplerParams(nfe=2, input_precision="float64").key_dump()["input_precision"] == "float64"

@@ -221,10 +221,10 @@ def test_oracle_ode_reaches_the_entropy_rate(tiny_language):
     assert nll("ode", ODEParams(nfe=1), 600) > h + 2.0
 
 
-def test_float32_state_is_the_sampler_s_choice_and_samples_the_same_language():
-    """state_precision float32 keeps the state, noise and denoiser log-probabilities in float32
-    (other noise draws than float64's, so equal in distribution, not sample for sample); the
-    default float64 is left out of a row's key, float32 enters it."""
+def test_float32_state_is_the_default_and_samples_the_same_language_as_float64():
+    """state_precision float32 (the default) keeps the state, noise and denoiser log-probabilities
+    in float32 (other noise draws than float64's, so equal in distribution, not sample for
+    sample); the default is left out of a row's key, float64 enters it."""
     V, L, n = 6, 4, 2000
     prior = torch.tensor([0.45, 0.25, 0.15, 0.08, 0.05, 0.02], dtype=torch.float64)
     fam = family(V, L)
@@ -239,9 +239,9 @@ def test_float32_state_is_the_sampler_s_choice_and_samples_the_same_language():
             freqs[precision, sampler] = torch.bincount(x.flatten(), minlength=V).double() / x.numel()
     for (precision, sampler), freq in freqs.items():
         assert 0.5 * (freq - prior).abs().sum().item() < 0.03, (precision, sampler)
-    assert "state_precision" not in ODEParams(nfe=2).key_dump()
-    assert ODEParams(nfe=2, state_precision="float32").key_dump()["state_precision"] == "float32"
-    assert HybridParams(nfe=2, state_precision="float32").key_dump()["state_precision"] == "float32"
+    assert ODEParams(nfe=2).state_precision == "float32" and "state_precision" not in ODEParams(nfe=2).key_dump()
+    assert ODEParams(nfe=2, state_precision="float64").key_dump()["state_precision"] == "float64"
+    assert HybridParams(nfe=2, state_precision="float64").key_dump()["state_precision"] == "float64"
 
 
 @pytest.mark.parametrize("nfe", [1, 2, 5])
