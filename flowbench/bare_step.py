@@ -9,6 +9,7 @@ by a bare step timed in the same process says what the family's own work costs o
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,18 +46,18 @@ class BareStep:
             loss.backward()
             self.opt.step()
 
-    def seconds(self, *, steps: int = 1) -> float:
-        """Mean wall time of `steps` bare steps (after one untimed step the first time: the
-        optimiser's state is allocated then)."""
+    def seconds(self, *, steps: int = 1, clock: Callable[[], float] = time.perf_counter) -> float:
+        """Mean time of `steps` bare steps by `clock` (wall time by default), after one untimed step
+        the first time: the optimiser's state is allocated then."""
         if not self.warm:
             self.step()
             self.warm = True
         _sync(self.device)
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(steps):
             self.step()
         _sync(self.device)
-        return (time.perf_counter() - t0) / steps
+        return (clock() - t0) / steps
 
 
 def _sync(device: torch.device) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from flowbench.bare_step import BareStep
 from flowbench.bench.config import Bench, BenchEntry
-from flowbench.bench.measure import PhaseMemory, RecordedCalls, Timing, calls_per_run, time_call
+from flowbench.bench.measure import CLOCKS, PhaseMemory, RecordedCalls, Timing, calls_per_run, time_call
 from flowbench.config import SuiteError, validate
 from flowbench.registry import FAMILIES
 
@@ -166,7 +166,8 @@ def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
     Interleaved: each round times the bare step and then every contestant's phases once, each run
     `train_steps` steps, so a load change between rounds reaches all alike. Per phase: ms per step
     (median over rounds), declared passes, backbone calls per step (counted), and ms per declared
-    pass over the bare step's ms, the median over rounds of that ratio within the round. A row of
+    pass over the bare step's ms, the median over rounds of that ratio within the round (times by
+    `bench.clock`: wall or the process's CPU time). A row of
     phase 'all' per contestant weights its phases by their share of the steps: what its training
     costs as a whole (its tokens/s against AR's in `train_ratio_to_ar`)."""
     L, V = bench.seq_len, bench.vocab_size
@@ -191,13 +192,15 @@ def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
     bare.seconds()
     bare_s, unit_s = [], {i: [] for i in range(len(units))}
     for _ in range(bench.repeats):
-        bare_s.append(bare.seconds(steps=bench.train_steps))
+        bare_s.append(bare.seconds(steps=bench.train_steps, clock=CLOCKS[bench.clock]))
         for i, (c, _, run) in enumerate(units):
-            unit_s[i].append(time_call(run, repeats=1, device=c.device, warmup=0).median_s / bench.train_steps)
+            unit_s[i].append(time_call(run, repeats=1, device=c.device, warmup=0,
+                                       clock=bench.clock).median_s / bench.train_steps)
     rows = []
     batch_tokens = bench.train_batch * L
     bare_med = statistics.median(bare_s)
     rows.append({"measure": "train_bare", "contestant": "bare backbone step", "family": "", "phase": "",
+                 "clock": bench.clock,
                  "seq_len": L, "vocab_size": V, "batch": bench.train_batch, "seconds": bare_med,
                  "spread": _spread(bare_s), "repeats": bench.repeats, "train_cost": 1.0,
                  "tokens_per_s": batch_tokens / bare_med})

@@ -53,6 +53,10 @@ class Bench(Frozen):
     # long: at batch 1 one call is a millisecond or two (measure.calls_per_run)
     min_run_s: float = Field(0.1, ge=0.0)
     threads: PositiveInt = 1               # torch threads: one, as a training worker runs
+    # the training measure's clock: wall time, or the process's CPU time, which on a machine shared
+    # with other work leaves out the time the scheduler gives to others (one thread: the same
+    # seconds on an idle machine, less cache contention)
+    clock: Literal["wall", "cpu"] = "wall"
     device: str = "cpu"
     seed: int = 0
     entries: list[BenchEntry]

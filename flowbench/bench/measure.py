@@ -31,20 +31,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def time_call(fn: Callable[[], object], *, repeats: int, device: torch.device, warmup: int = 1,
-              number: int = 1) -> Timing:
-    """Median wall time of one fn() over `repeats` runs after `warmup` untimed ones; each run calls
-    fn `number` times in a row and counts the mean."""
+              number: int = 1, clock: str = "wall") -> Timing:
+    """Median time of one fn() over `repeats` runs after `warmup` untimed ones; each run calls
+    fn `number` times in a row and counts the mean. clock: wall time, or the process's CPU time
+    (`Bench.clock`)."""
+    now = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     runs = []
     for _ in range(repeats):
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = now()
         for _ in range(number):
             fn()
         _sync(device)
-        runs.append((time.perf_counter() - t0) / number)
+        runs.append((now() - t0) / number)
     med = statistics.median(runs)
     return Timing(median_s=med, spread=(max(runs) - min(runs)) / med if med > 0 else 0.0, repeats=repeats)
 

@@ -47,8 +47,9 @@ def summary(table: pd.DataFrame) -> str:
                 "phase `all`: the phases weighted by their share of the steps.")
         if len(bare):
             b = bare.iloc[0]
+            clock = b.get("clock", "wall")
             note += (f" Bare backbone step: {1e3 * b.seconds:.3g} ms (spread {b.spread:.2g}), "
-                     f"batch {int(b.batch)}.")
+                     f"batch {int(b.batch)}; {'CPU' if clock == 'cpu' else 'wall'} time.")
         parts += [head, "", note, "", _md(tr[[c for c in cols if c in tr]]), ""]
     mem = t[t.measure == "sample_memory"]
     if len(mem):
