@@ -14,7 +14,7 @@ import torch
 
 from flowbench.bare_step import BareStep
 from flowbench.bench.config import Bench, BenchEntry
-from flowbench.bench.measure import CLOCKS, PhaseMemory, RecordedCalls, Timing, calls_per_run, time_call
+from flowbench.bench.measure import PhaseMemory, RecordedCalls, Timing, calls_per_run, clock_of, time_call
 from flowbench.config import SuiteError, validate
 from flowbench.registry import FAMILIES
 
@@ -192,7 +192,7 @@ def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
     bare.seconds()
     bare_s, unit_s = [], {i: [] for i in range(len(units))}
     for _ in range(bench.repeats):
-        bare_s.append(bare.seconds(steps=bench.train_steps, clock=CLOCKS[bench.clock]))
+        bare_s.append(bare.seconds(steps=bench.train_steps, clock=clock_of(bench.clock)))
         for i, (c, _, run) in enumerate(units):
             unit_s[i].append(time_call(run, repeats=1, device=c.device, warmup=0,
                                        clock=bench.clock).median_s / bench.train_steps)

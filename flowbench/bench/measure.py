@@ -31,7 +31,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+def clock_of(name: str) -> Callable[[], float]:
+    """The clock a measure reads: "wall" (perf_counter) or "cpu" (the process's CPU time); looked
+    up at each call, so a test's fake clock is the one read."""
+    return time.process_time if name == "cpu" else time.perf_counter
 
 
 def time_call(fn: Callable[[], object], *, repeats: int, device: torch.device, warmup: int = 1,
@@ -39,7 +42,7 @@ def time_call(fn: Callable[[], object], *, repeats: int, device: torch.device, w
     """Median time of one fn() over `repeats` runs after `warmup` untimed ones; each run calls
     fn `number` times in a row and counts the mean. clock: wall time, or the process's CPU time
     (`Bench.clock`)."""
-    now = CLOCKS[clock]
+    now = clock_of(clock)
     for _ in range(warmup):
         fn()
     runs = []
