@@ -1,8 +1,9 @@
 """`python -m flowbench bench [suites/bench.yaml]`: what each paradigm costs, measured side by side.
 
 In one process, for every contestant at the same backbone size and (L, V): the sampler's overhead
-over the bare backbone calls it makes, latency and samples/s by batch size and NFE, training
-tokens/s (and its ratio to `ar_gpt2`), peak memory of training and of sampling, and sampling time
+over the bare backbone calls it makes, latency and samples/s by batch size and NFE, the cost of
+every phase of its training step against a bare backbone step (and its tokens/s against
+`ar_gpt2`), peak memory of training and of sampling, and sampling time
 as L doubles and V grows. Writes <out>/bench.csv, <out>/summary.md and PNGs (flowbench/bench/plots.py).
 Networks are randomly initialised (cost does not depend on weights); docs/performance.md reads
 the numbers.
