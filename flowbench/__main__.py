@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", action="append", default=[], metavar="family=NAME",
                      help="restrict to one family")
     run.add_argument("--jobs", type=int, help="parallel training processes (default: CPU count; 1 on a GPU)")
+    run.add_argument("--threads", type=int, metavar="N",
+                     help="intra-op torch threads of every job's process (default: the suite's train.threads, 1)")
     run.add_argument("--include", action="append", default=[], metavar="PATH", help=INCLUDE_HELP)
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--launcher", default="local", choices=("local", "debug", "slurm"),
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if key != "family" or not value:
             parser.error(f"--only takes family=NAME, got {item!r}")
         only[key] = value
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads takes a positive count, got {args.threads}")
     from flowbench.launch import LauncherError
     from flowbench.launch.collect import RunLockedError
     from flowbench.launch.job import JobError
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         csv_path = run_suite(args.suite, out=args.out, only=only or None, jobs=args.jobs,
                              progress=not args.no_progress, launcher=args.launcher, cluster=args.cluster,
-                             wait=args.wait)
+                             wait=args.wait, threads=args.threads)
     except (SuiteError, CorpusError, JudgeError, RegistryError, CheckpointError, PluginError,
             LauncherError, ProfileError, RunLockedError, JobError) as err:
         print(f"flowbench: error: {err}", file=sys.stderr)

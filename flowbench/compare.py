@@ -40,7 +40,7 @@ DETERMINISTIC_COLUMNS = ("num_samples", "backbone_calls")
 ENVIRONMENT_COLUMNS = ("cpu_isa", "eval_threads", "torch")
 THROUGHPUT_COLUMNS = ("samples_per_s", "tokens_per_s")
 CONFIG_COLUMNS = ("family", "family_params", "denoiser", "sampler", "sampler_params", "nfe",
-                  *SWEEP_COLUMNS, "seed", "train_steps", "train_passes", "judge", "num_samples")
+                  *SWEEP_COLUMNS, "seed", "split", "train_steps", "train_passes", "judge", "num_samples")
 DEFAULT_RTOL = 1e-6
 DEFAULT_ALPHA = 0.01
 
@@ -302,7 +302,9 @@ def _same_environment(run: dict, ref: dict) -> bool:
 def _config(row: dict, *, seed: bool = True) -> tuple:
     # a row from before `compiled` was a column sampled eagerly
     compiled = str(row.get("compiled") or False).lower() == "true"
-    return (*(_norm(row.get(c)) for c in CONFIG_COLUMNS if seed or c != "seed"), compiled)
+    # a row from before `sample_seed` was a column sampled with its training seed
+    sample_seed = _norm(row.get("sample_seed") or row.get("seed"))
+    return (*(_norm(row.get(c)) for c in CONFIG_COLUMNS if seed or c != "seed"), compiled, sample_seed)
 
 
 def _norm(value):

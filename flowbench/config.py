@@ -9,10 +9,11 @@ import hashlib
 import math
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
+                      field_validator, model_validator)
 
 
 class SuiteError(ValueError):
@@ -67,12 +68,24 @@ class TrainConfig(Frozen):
     checkpoint_every: PositiveInt = 500
     # auto: bf16 autocast on CUDA, fp32 on the CPU; bf16 on the CPU runs the same paths slowly
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # intra-op torch threads of the process that trains (and evaluates) the model, whatever else
+    # runs beside it: reductions split over threads round differently, so a count that followed
+    # the pending jobs made the trained bits depend on the schedule. Not in the model key (like the
+    # CPU type); the rows record it (`train_threads`). `run --threads N` overrides it.
+    threads: PositiveInt = 1
+
+    # Not in the model key: how often to validate and checkpoint and on how many validation
+    # sequences change no weight (validation draws from a generator of its own, and a resumed run
+    # is the uninterrupted one; tests/test_keys.py); the thread count changes the rounding as the
+    # CPU type does and is recorded instead; `precision` is keyed resolved (ModelSpec.identity)
+    UNKEYED: ClassVar[frozenset[str]] = frozenset({"precision", "threads", "eval_every", "checkpoint_every",
+                                                   "val_sequences"})
 
     def key_fields(self) -> dict:
-        """The fields that decide the trained weights: all but `precision` (resolved per device
-        by the caller), and the schedule's fields only where they differ from the cosine default,
-        so the keys of models trained before the schedule was a choice stay valid."""
-        out = self.model_dump(exclude={"precision"})
+        """The fields that decide the trained weights: all but UNKEYED (`precision` is resolved per
+        device by the caller), and the schedule's fields only where they differ from the cosine
+        default, so the keys of models trained before the schedule was a choice stay valid."""
+        out = self.model_dump(exclude=set(self.UNKEYED))
         if self.schedule == "cosine":
             del out["schedule"], out["decay_fraction"]
         elif self.schedule == "constant":
@@ -97,6 +110,40 @@ class TrainConfig(Frozen):
 BUDGETS = ("steps", "tokens", "passes")
 
 
+def distinct(values: list[int], what: str) -> list[int]:
+    """`values` if non-empty and without repeats (a field validator's check; pydantic adds the key)."""
+    if not values:
+        raise ValueError(f"give at least one {what}")
+    if repeated := sorted({v for v in values if values.count(v) > 1}):
+        raise ValueError(f"{what} {repeated[0]} is listed twice")
+    return values
+
+
+class SampleSeeds(Frozen):
+    """Sampling seeds, a separate axis from the training seed: every point is sampled once per
+    seed, its row records `sample_seed` and `split`. Sampler settings are chosen on the `tuning`
+    seeds' rows and reported on the `held_out` seeds' rows, which no choice has seen. Unset (EvalConfig.sample_seeds None): the sampler is seeded with the
+    training seed, and the row's split is empty."""
+
+    tuning: list[NonNegativeInt]
+    held_out: list[NonNegativeInt]
+
+    @field_validator("tuning", "held_out")
+    @classmethod
+    def _distinct(cls, values: list[int]) -> list[int]:
+        return distinct(values, "sampling seed")
+
+    @model_validator(mode="after")
+    def _disjoint(self):
+        if both := sorted(set(self.tuning) & set(self.held_out)):
+            raise ValueError(f"sampling seed {both[0]} is both a tuning and a held-out seed")
+        return self
+
+    def pairs(self) -> list[tuple[int, str]]:
+        """(seed, split) for every seed, tuning first."""
+        return [(s, "tuning") for s in self.tuning] + [(s, "held_out") for s in self.held_out]
+
+
 class EvalConfig(Frozen):
     num_samples: PositiveInt = 256
     batch_size: PositiveInt = 256
@@ -108,9 +155,10 @@ class EvalConfig(Frozen):
     # sample through torch.compile(network) (inductor, on the CPU too: docs/performance.md): faster,
     # but its kernels round differently from eager, so compiled rows are keyed and marked apart
     compile: bool = False
+    sample_seeds: SampleSeeds | None = None  # None: sample with the training seed (SampleSeeds)
 
 
-RUN_EVAL_FIELDS = ("num_samples", "batch_size")
+RUN_EVAL_FIELDS = ("num_samples", "batch_size", "sample_seeds")
 
 
 class SamplerEntry(BaseModel):
@@ -125,10 +173,17 @@ class RunEntry(Frozen):
     params: dict[str, Any] | list[dict[str, Any]] = {}  # a list: several grids (e.g. an ablation's rows)
     train: dict[str, Any] = {}  # overrides of the suite's train section for this family
     # overrides of the suite's eval section for this run's rows: only RUN_EVAL_FIELDS (how many
-    # samples, in what batches); the judge, metrics and device stay one per suite
+    # samples, in what batches, with which sampling seeds); the judge, metrics and device stay one
+    # per suite
     eval: dict[str, Any] = {}
     denoiser: list[Literal["trained", "oracle"]] = ["trained"]
+    seeds: list[int] | None = None  # this run's training seeds; None: the suite's
     samplers: list[SamplerEntry]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, values: list[int] | None) -> list[int] | None:
+        return values if values is None else distinct(values, "training seed")
 
 
 class CorpusEntry(BaseModel):
@@ -143,8 +198,13 @@ class Suite(Frozen):
     backbone: BackboneConfig = BackboneConfig()
     train: dict[str, Any]  # TrainConfig fields; a list value is a sweep axis (checked by plan)
     eval: EvalConfig = EvalConfig()
-    seeds: list[int] = [0]
+    seeds: list[int] = [0]  # training seeds of every run that names none of its own
     runs: list[RunEntry]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, values: list[int]) -> list[int]:
+        return distinct(values, "training seed")
 
 
 def one_line(err: ValidationError, prefix: str = "") -> str:

@@ -17,7 +17,7 @@ from flowbench.samples import SUFFIX, save_ids
 SWEEP_COLUMNS = ("t_star", "beta", "alpha", "temperature", "top_p")  # sampler/family knobs swept by suites
 COLUMNS = [
     "suite", "family", "denoiser", "sampler", "nfe", "backbone_calls", *SWEEP_COLUMNS,
-    "seed", "params", "train_steps", "train_tokens", "train_passes",
+    "seed", "sample_seed", "split", "params", "train_steps", "train_tokens", "train_passes", "train_threads",
     "train_seconds", "train_cost_ratio", "val_loss", "gen_ppl", "gen_ppl_mean",
     "nll_mean", "nll_median", "judge", "entropy",
     *[c for c in METRIC_COLUMNS if c not in ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median", "entropy")],

@@ -1,8 +1,8 @@
 """Expand a validated suite into evaluation points, checking everything before any training.
 
-A point is (family, family params, train config, seed, denoiser, sampler, sampler params).
-Points that share (family, params, train, backbone, corpus, seed) share one trained model,
-cached under a hash of exactly those fields.
+A point is (family, family params, train config, training seed, denoiser, sampler, sampler
+params, sampling seed). Points that share (family, params, train, backbone, corpus, training seed)
+share one trained model, cached under a hash of exactly those fields (TrainConfig.key_fields).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def check(model: type[BaseModel], data: dict, where: str) -> BaseModel:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything that affects training, and nothing else."""
+    """Everything that affects training, and nothing else (train.threads only rounds; unkeyed)."""
 
     family: str
     params: BaseModel
@@ -96,18 +96,27 @@ class Point:
     sampler: str
     sampler_params: BaseModel
     eval: EvalConfig | None = None  # the suite's eval section with its run's overrides; None: the suite's
+    sample_seed: int | None = None  # EvalConfig.sample_seeds; None: the sampler takes the training seed
+    split: str | None = None  # 'tuning' | 'held_out' with a sample_seed
 
     @property
     def eval_config(self) -> EvalConfig:
         return self.eval or self.model.suite.eval
+
+    @property
+    def sampling_seed(self) -> int:
+        """The seed of the sampler's generator (and of the metrics' bootstrap)."""
+        return self.model.seed if self.sample_seed is None else self.sample_seed
 
     def identity(self, eval_identity: dict, *, older: dict[str, int] | None = None) -> dict:
         judge = (older or {}).get("judge", self.components()["judge"][1])
         ident = {"model": self.model.identity(older=older), "denoiser": self.denoiser, "sampler": self.sampler,
                  "sampler_params": self.sampler_params.key_dump(),
                  "eval": {**eval_identity, **key_fields({"judge": judge})}}
-        if self.denoiser == "oracle":  # an oracle has no training: its rows do not depend on it
-            ident["model"] = {k: v for k, v in ident["model"].items() if k not in ("train", "backbone")}
+        if self.denoiser == "oracle":  # an oracle has no training: its rows do not depend on it,
+            # nor on the training seed once a sampling seed of its own seeds the sampler
+            drop = ("train", "backbone") + (("seed",) if self.sample_seed is not None else ())
+            ident["model"] = {k: v for k, v in ident["model"].items() if k not in drop}
         return ident
 
     def components(self) -> dict[str, tuple[str, int]]:
@@ -134,27 +143,37 @@ def make_corpus(suite: Suite, *, cache_dir):
 
 def plan(suite: Suite, *, only: dict[str, str] | None = None) -> list[Point]:
     points: list[Point] = []
+    splits: dict[int, tuple[str, str]] = {}  # sampling seed -> (split, where), across the whole suite
     for i, run in enumerate(suite.runs):
         where = f"runs[{i}]"
         try:
             cls = FAMILIES.get(run.family)
         except RegistryError as err:
             raise SuiteError(f"{where}.family: {err}") from None
-        if only and only.get("family") not in (None, run.family):
-            continue
         train_dict = dict(suite.train)
         if set(BUDGETS) & set(run.train):  # a run's own budget replaces the suite's
             train_dict = {k: v for k, v in train_dict.items() if k not in BUDGETS}
-        trains = [check(TrainConfig, t, f"{where}.train") for t in grid({**train_dict, **run.train})]
+        train_dict = {**train_dict, **run.train}
+        if isinstance(train_dict.get("threads"), list):  # unkeyed: a sweep would train one model twice
+            raise SuiteError(f"{where}.train.threads: one thread count, not a sweep axis")
+        trains = [check(TrainConfig, t, f"{where}.train") for t in grid(train_dict)]
         if unknown := sorted(set(run.eval) - set(RUN_EVAL_FIELDS)):
             raise SuiteError(f"{where}.eval.{unknown[0]}: a run may change only {', '.join(RUN_EVAL_FIELDS)} "
                              f"of the suite's eval section")
         evals = check(EvalConfig, {**suite.eval.model_dump(), **run.eval}, f"{where}.eval")
         evals = None if evals == suite.eval else evals
+        sample_seeds = (evals or suite.eval).sample_seeds
+        seed_pairs = sample_seeds.pairs() if sample_seeds else [(None, None)]
+        for seed, split in seed_pairs:  # a seed that chose a setting is never a held-out seed
+            if seed is not None and splits.setdefault(seed, (split, where))[0] != split:
+                raise SuiteError(f"{where}.eval.sample_seeds: sampling seed {seed} is a {split} seed here "
+                                 f"and a {splits[seed][0]} seed in {splits[seed][1]}")
+        if only and only.get("family") not in (None, run.family):
+            continue
         grids = run.params if isinstance(run.params, list) else [run.params]
         for params_dict in (p for g in grids for p in grid(g)):
             params = check(cls.Params, params_dict, f"{where}.params")
-            for seed, train in itertools.product(suite.seeds, trains):
+            for seed, train in itertools.product(run.seeds or suite.seeds, trains):
                 spec = ModelSpec(family=run.family, params=params, train=train, seed=seed, suite=suite)
                 for j, entry in enumerate(run.samplers):
                     swhere = f"{where}.samplers[{j}]"
@@ -172,7 +191,8 @@ def plan(suite: Suite, *, only: dict[str, str] | None = None) -> list[Point]:
                             if denoiser == "oracle" and cls.evidence is Family.evidence:
                                 raise SuiteError(f"{where}.denoiser: family {run.family!r} has no oracle "
                                                  f"(no evidence function)")
-                            points.append(Point(spec, denoiser, entry.sampler, sparams, evals))
+                            points += [Point(spec, denoiser, entry.sampler, sparams, evals, sample_seed=s,
+                                             split=split) for s, split in seed_pairs]
     if not points:
         raise SuiteError(f"suite {suite.name!r} selects no runs" + (f" for {only}" if only else ""))
     return points

@@ -79,9 +79,17 @@ def load_trained(spec: ModelSpec) -> dict:
 
 def train_model(spec: ModelSpec, *, threads: int | None = None, position: int = 0,
                 progress: bool = True, on_step=None) -> dict:
-    """Train (or resume, or reuse) one model; safe to call in a worker process."""
-    if threads:
-        torch.set_num_threads(threads)
+    """Train (or resume, or reuse) one model; safe to call in a worker process. It trains on
+    `threads` intra-op threads (default: spec.train.threads), whatever else the process does."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or spec.train.threads)
+    try:
+        return _train_model(spec, position=position, progress=progress, on_step=on_step)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_model(spec: ModelSpec, *, position: int, progress: bool, on_step) -> dict:
     torch.set_flush_denormal(True)  # denormals from tiny simplex masses slow CPU kernels
     suite = spec.suite
     corpus = make_corpus(suite, cache_dir=cache_root())
@@ -173,12 +181,15 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
         history = state["history"]
         row.update(params=count_params(net), train_steps=state["step"], train_tokens=state["train_tokens"],
                    train_passes=state["step"] * family.train_cost, **measured_cost(state, family.train_cost),
+                   # as trained (a cached model may come from another run); "1,2": resumed on another count
+                   train_threads=",".join(map(str, state.get("threads") or [])) or None,
                    val_loss=history[-1]["val_loss"] if history else None, config_hash=spec.key)
     else:
         net = family.oracle_model(corpus.posterior)
     model = CallCounter(net)
     n, bs = point.eval_config.num_samples, point.eval_config.batch_size
-    gen = torch.Generator(device=device).manual_seed(spec.seed)
+    seed = point.sampling_seed
+    gen = torch.Generator(device=device).manual_seed(seed)
     kw = dict(sampler=point.sampler, params=point.sampler_params)
     # sampling runs at the precision the model trained with (autocast never touches float64)
     with torch.inference_mode(), precision_context(spec.precision, device):
@@ -187,7 +198,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
         family.sample(model, n=min(n, bs) if device.type == "cuda" or compiled else min(n, bs, 8),
                       generator=gen, **kw)
         model.calls, chunks, latencies, batches = 0, [], [], 0
-        gen.manual_seed(spec.seed)
+        gen.manual_seed(seed)
         for start in range(0, n, bs):
             stop_if_requested(f"evaluation of {spec.label} {point.sampler}")  # a notice: stop between batches
             _sync(device)
@@ -199,13 +210,13 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     tokens = torch.cat(chunks)
     seconds = sum(latencies)
     peak = memory.mb()
-    row.update(score_samples(tokens, corpus=corpus, judge=judge, eval_config=suite.eval, seed=spec.seed,
+    row.update(score_samples(tokens, corpus=corpus, judge=judge, eval_config=suite.eval, seed=seed,
                              cache_dir=cache_root()))
     sp = point.sampler_params.key_dump()
     nfe = sp.get("nfe") or corpus.seq_len
     merged = {**spec.params.model_dump(), **sp}
     row.update(family=spec.family, denoiser=point.denoiser, sampler=point.sampler, nfe=nfe,
-               backbone_calls=model.calls / batches, seed=spec.seed,
+               backbone_calls=model.calls / batches, seed=spec.seed, sample_seed=seed, split=point.split,
                **{c: merged.get(c) for c in SWEEP_COLUMNS},
                family_params=_json(spec.params.model_dump()),
                sampler_params=_json({k: v for k, v in sp.items() if k not in ("nfe", *SWEEP_COLUMNS)}),
@@ -238,16 +249,19 @@ def _json(d: dict) -> str:
 def row_key_function(suite: Suite):
     """point (, older versions) -> its row key: a hash of what produces the row."""
     judge_cls = JUDGES.get(suite.eval.judge)
-    # compile only where it is on, so the keys of rows from before it was a choice stay valid
-    skip = {"device", "batch_size"} | (set() if suite.eval.compile else {"compile"})
+    # compile only where it is on, so the keys of rows from before it was a choice stay valid;
+    # the sampling seeds and the sample count and batch size are the point's own (below)
+    skip = {"device", "sample_seeds", "num_samples", "batch_size"} | (set() if suite.eval.compile else {"compile"})
     eval_ident = {**suite.eval.model_dump(exclude=skip),
                   "judge_params": {**judge_cls.pinned, **suite.eval.judge_params},
                   "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
 
     def key_of(point: Point, older: dict | None = None) -> str:
-        ident = eval_ident  # a run's own sample count keys its rows apart (its batch size does not)
-        if point.eval is not None:
-            ident = {**eval_ident, "num_samples": point.eval.num_samples}
+        # the batch size orders the sampler's random draws, so it changes every sample after the first batch
+        ident = {**eval_ident, "num_samples": point.eval_config.num_samples,
+                 "batch_size": point.eval_config.batch_size}
+        if point.sample_seed is not None:  # unset: the training seed, already in the model's identity
+            ident.update(sample_seed=point.sample_seed, split=point.split)
         return config_hash(point.identity(ident, older=older))
 
     return key_of
@@ -255,10 +269,11 @@ def row_key_function(suite: Suite):
 
 def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str, str] | None = None,
               jobs: int | None = None, progress: bool = True, launcher: str = "local",
-              cluster: str | Path | None = None, wait: bool = False) -> Path:
+              cluster: str | Path | None = None, wait: bool = False, threads: int | None = None) -> Path:
     """Plan the suite, hand the jobs its missing rows need to a launcher (flowbench/launch/) and
     merge their shards into <out>/leaderboard.csv; with a launcher that queues jobs (slurm),
-    return after submission unless `wait`."""
+    return after submission unless `wait`. `threads`: every job's intra-op threads instead of
+    its model's train.threads."""
     from flowbench.launch import make_launcher
     from flowbench.launch.collect import collect, run_lock
     from flowbench.launch.job import make_jobs
@@ -291,7 +306,7 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
         judge_cls(corpus=corpus, cache_dir=cache_root(), device=device, **suite.eval.judge_params)
         index_of = {id(p): i for i, p in enumerate(points)}
         job_list = make_jobs(pending, suite_path=Path(path), out=board.dir, cache=cache_root(), only=only,
-                             index_of=index_of, key_of=key_of, replaced=replaced, git_sha=git_sha(),
+                             index_of=index_of, key_of=key_of, replaced=replaced, git_sha=git_sha(), threads=threads,
                              timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         try:
             launched = run.launch(job_list, progress=progress)

@@ -230,6 +230,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
     step, history, loss_avg, seconds = 0, [], None, 0.0
     train_seconds: float | None = 0.0
     reference_seconds: list[float] = []
+    threads = []  # intra-op thread counts the run trained on, in order (they change the rounding)
 
     if checkpoint.exists():
         state = load_checkpoint(checkpoint, meta=meta)  # another model's weights are never resumed
@@ -251,6 +252,9 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
         loss_avg, seconds = state.get("loss_avg"), state.get("seconds", 0.0)
         train_seconds = state.get("train_seconds")  # None: steps timed before it was kept
         reference_seconds = list(state.get("reference_seconds") or [])
+        threads = list(state.get("threads") or [])
+    if threads[-1:] != [torch.get_num_threads()]:
+        threads.append(torch.get_num_threads())
 
     autocast = precision_context(resolve_precision(config.precision, device), device)
     stream = batches(train_data, config.batch_size, seed=seed, start=step)
@@ -268,6 +272,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "step": step, "history": history, "loss_avg": loss_avg, "done": done, "meta": meta,
                 "world": world,
+                "threads": threads,
                 "seconds": time.perf_counter() - t0,  # training wall time; lost work is not counted
                 "train_seconds": train_seconds, "reference_seconds": list(reference_seconds),
                 "train_tokens": step * config.batch_size * seq_len}

@@ -43,6 +43,7 @@ class Job:
     only: dict | None = None
     cost: float = 0.0  # relative training cost, to start the longest jobs first
     trains: bool = field(default=False)
+    threads: int | None = None  # intra-op threads of the job's process; None: its model's train.threads
 
     @property
     def shard(self) -> Path:
@@ -54,7 +55,8 @@ def shard_dir(out: Path, name: str) -> Path:
 
 
 def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: dict | None,
-              index_of: dict, key_of, replaced: dict[str, str], git_sha: str, timestamp: str) -> list[Job]:
+              index_of: dict, key_of, replaced: dict[str, str], git_sha: str, timestamp: str,
+              threads: int | None = None) -> list[Job]:
     """Group pending points into jobs: one per trained model, one per family for the rest
     (oracle points); the longest training first."""
     from flowbench.runner import _cost  # the runner's measure of training cost
@@ -69,7 +71,7 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
         jobs.append(Job(
             name=name, suite=str(Path(suite_path).resolve()), out=str(Path(out).resolve()),
             cache=str(Path(cache).resolve()), only=only, git_sha=git_sha, timestamp=timestamp,
-            trains=trains, cost=_cost(points[0].model) if trains else 0.0,
+            trains=trains, cost=_cost(points[0].model) if trains else 0.0, threads=threads,
             points=tuple(JobPoint(index=index_of[id(p)], row_key=(k := key_of(p)), supersedes=replaced.get(k),
                                   label=describe(p)) for p in points)))
     return sorted(jobs, key=lambda j: j.cost, reverse=True)
@@ -78,11 +80,25 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
 def describe(point) -> str:
     sp = ",".join(f"{k}={v}" for k, v in point.sampler_params.key_dump().items())
     fp = ",".join(f"{k}={v}" for k, v in point.model.params.model_dump().items())
-    return f"{point.model.family}({fp}) seed={point.model.seed} {point.denoiser} {point.sampler}({sp})"
+    sample = "" if point.sample_seed is None else f" sample_seed={point.sample_seed} ({point.split})"
+    return f"{point.model.family}({fp}) seed={point.model.seed} {point.denoiser} {point.sampler}({sp}){sample}"
 
 
-def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress: bool = False) -> int:
-    """Train and evaluate one job; returns the number of rows it wrote (0 if all were done)."""
+def run_job(job: Job, *, position: int = 0, progress: bool = False) -> int:
+    """Train and evaluate one job; returns the number of rows it wrote (0 if all were done).
+    The job runs on a fixed number of intra-op threads (Job.threads, else its model's
+    train.threads), never one that follows how many other jobs are pending: the count changes
+    the trained bits."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        return _run_job(job, position=position, progress=progress)
+    finally:
+        torch.set_num_threads(before)  # the in-process launchers' own process
+
+
+def _run_job(job: Job, *, position: int, progress: bool) -> int:
     import torch
 
     from flowbench import runner
@@ -95,8 +111,6 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     os.environ["FLOWBENCH_CACHE"] = job.cache  # runner.cache_root() of this process
     retain_freed_memory()  # a spawned or cluster worker is a process of its own
     load_builtins()
-    if threads:
-        torch.set_num_threads(threads)
     suite = load_suite(job.suite)
     points = plan(suite, only=job.only)
     key_of = runner.row_key_function(suite)
@@ -112,6 +126,8 @@ def run_job(job: Job, *, threads: int | None = None, position: int = 0, progress
     if not todo:
         return 0
     beat = Heartbeat(job.shard, rows_total=len(todo))
+    threads = job.threads or todo[0][0].model.train.threads
+    torch.set_num_threads(threads)
     if job.trains:
         spec = todo[0][0].model
         # the log says what a requeued job picked up

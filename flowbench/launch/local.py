@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import multiprocessing as mp
-import os
 
 from flowbench.launch.job import Job, run_job
 from flowbench.launch.progress import Monitor
@@ -32,13 +31,13 @@ class LocalLauncher:
             for job in jobs:
                 run_job(job, position=1, progress=progress)
         else:
-            # independent single-thread processes beat one multi-thread process for small models
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            # a spawned worker starts with an empty registry: load the built-ins and the entries
-            # from outside the package (FLOWBENCH_INCLUDE is inherited) before it unpickles a job
+            # a job's thread count is its own (Job.threads, train.threads), not this pool's size,
+            # which would change the trained bits. A spawned worker starts with an empty registry:
+            # load the built-ins and the entries from outside the package (FLOWBENCH_INCLUDE is
+            # inherited) before it unpickles a job
             with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                         initializer=load_builtins) as pool:
-                futures = [pool.submit(run_job, job, threads=threads, position=1 + i % workers, progress=progress)
+                futures = [pool.submit(run_job, job, position=1 + i % workers, progress=progress)
                            for i, job in enumerate(jobs)]
                 for fut in cf.as_completed(futures):
                     fut.result()  # re-raise a worker's error here; the others still finish

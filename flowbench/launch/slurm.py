@@ -12,7 +12,6 @@ state directory, and a reused folder named by job id could return an earlier run
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 from pathlib import Path
 
@@ -51,7 +50,9 @@ class SuiteJob(submitit.helpers.Checkpointable):
         signal.signal(usr2, notice)
         signal.signal(signal.SIGTERM, notice)
         try:
-            return run_job(job, threads=int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or None)
+            # the job's own thread count (Job.threads, train.threads), not the task's CPUs: the
+            # count changes the trained bits, and a cluster run should train the local run's model
+            return run_job(job)
         except Interrupted as stopped:  # in training or in evaluation
             if usr2 in received and callable(requeue):
                 print(f"{stopped}; requeueing", flush=True)
