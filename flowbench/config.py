@@ -122,8 +122,8 @@ def distinct(values: list[int], what: str) -> list[int]:
 class SampleSeeds(Frozen):
     """Sampling seeds, a separate axis from the training seed: every point is sampled once per
     seed, its row records `sample_seed` and `split`. Sampler settings are chosen on the `tuning`
-    seeds' rows and reported on the `held_out` seeds' rows, which no choice has seen. Unset (EvalConfig.sample_seeds None): the sampler is seeded with the
-    training seed, and the row's split is empty."""
+    seeds' rows and reported on the `held_out` seeds' rows, which no choice has seen. Unset
+    (EvalConfig.sample_seeds None): the sampler takes the training seed, the row's split is empty."""
 
     tuning: list[NonNegativeInt]
     held_out: list[NonNegativeInt]
