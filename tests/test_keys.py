@@ -2,7 +2,6 @@
 and the thread count key no model; training and sampling seeds are separate axes; a training
 worker's thread count is fixed and recorded."""
 import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from flowbench.__main__ import main
 from flowbench.config import load_suite
 from flowbench.plan import plan
 from flowbench.runner import checkpoint_path, load_checkpoint, row_key_function, run_suite, train_model
+from flowbench.samples import load_ids, samples_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +29,7 @@ def keys(path):
 
 
 def samples(out: Path, row: dict) -> list:
-    return [json.loads(line)["ids"] for line in (out / "samples" / f"{row['row_key']}.jsonl").read_text().splitlines()]
+    return load_ids(samples_path(out / "samples", row["row_key"])).tolist()
 
 
 def test_eval_batch_size_keys_rows_not_models(smoke_suite):
