@@ -302,8 +302,9 @@ def _same_environment(run: dict, ref: dict) -> bool:
 def _config(row: dict, *, seed: bool = True) -> tuple:
     # a row from before `compiled` was a column sampled eagerly
     compiled = str(row.get("compiled") or False).lower() == "true"
-    # a row from before `sample_seed` was a column sampled with its training seed
-    sample_seed = _norm(row.get("sample_seed") or row.get("seed"))
+    # a sampling seed of its own (a split) is configuration; without one the sampler took the
+    # training seed, and rows identical except `seed` stay one seed group
+    sample_seed = _norm(row.get("sample_seed")) if _norm(row.get("split")) else None
     return (*(_norm(row.get(c)) for c in CONFIG_COLUMNS if seed or c != "seed"), compiled, sample_seed)
 
 
