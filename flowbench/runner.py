@@ -1,6 +1,6 @@
 """Run a suite: one job per distinct model trains it once and evaluates the points that use it.
 
-    python -m flowbench run suites/nfe_sweep.yaml [--out DIR] [--only family=NAME] [--jobs N]
+    python -m flowbench run suites/nfe_sweep.yaml [--out DIR] [--only family=NAME] [--jobs N] [--threads N]
                         [--launcher local|debug|slurm [--cluster slurm/PROFILE.yaml] [--wait]]
 
 Models are cached in the cache directory ($FLOWBENCH_CACHE, default .cache/flowbench) under a
