@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from flowbench.plugins import PluginError, load_path
+from flowbench.samples import load_ids, samples_path
 
 ROOT = Path(__file__).parents[1]
 SMOKE = yaml.safe_load((ROOT / "suites" / "smoke.yaml").read_text())
@@ -127,8 +128,8 @@ def test_a_metric_from_an_include_adds_its_column_and_leaves_other_suites_keys(t
         header, rows = reader.fieldnames, list(reader)
     assert header[-1] == "distinct_ids" and len(rows) == 6  # 3 trained and 3 oracle mdlm points
     for r in rows:  # the column holds the metric of the row's own samples
-        samples = [json.loads(line)["ids"] for line in (out / "samples" / f"{r['row_key']}.jsonl").open()]
-        expected = sum(len(set(s)) for s in samples) / sum(len(s) for s in samples)
+        ids = load_ids(samples_path(out / "samples", r["row_key"]))  # (N, L)
+        expected = sum(len(set(s.tolist())) for s in ids) / ids.numel()
         assert float(r["distinct_ids"]) == pytest.approx(expected) and r["entropy"]
     # a suite that does not name the metric plans the same keys with the metric installed or not
     planned = [json.loads(subprocess.run([sys.executable, "-c", PLANNED_KEYS, str(ROOT / "suites" / "smoke.yaml"),
