@@ -26,7 +26,7 @@ from flowbench.bare_step import BareStep
 from flowbench.config import Suite, config_hash, load_suite
 from flowbench.launch.collect import model_lock
 from flowbench.leaderboard import SWEEP_COLUMNS, Leaderboard
-from flowbench.metrics import score_samples
+from flowbench.metrics import score_samples, selected
 from flowbench.plan import ModelSpec, Point, check_corpus, make_corpus, plan
 from flowbench.registry import FAMILIES, JUDGES, METRICS
 from flowbench.trainer import (CheckpointError, distributed_rank, load_checkpoint, precision_context,
@@ -246,15 +246,19 @@ def _json(d: dict) -> str:
     return json.dumps(d, sort_keys=True) if d else ""
 
 
-def row_key_function(suite: Suite):
-    """point (, older versions) -> its row key: a hash of what produces the row."""
+def row_key_function(suite: Suite, *, corpus=None):
+    """point (, older versions) -> its row key: a hash of what produces the row. The versions of
+    the metrics the suite computes enter it, no other metric's, so installing a metric changes
+    no key of a suite that does not use it (`corpus`: the suite's, built here if not given)."""
     judge_cls = JUDGES.get(suite.eval.judge)
+    if corpus is None and suite.eval.metrics is None:  # the default choice depends on the corpus
+        corpus = make_corpus(suite, cache_dir=cache_root())
     # compile only where it is on, so the keys of rows from before it was a choice stay valid;
     # the sampling seeds and the sample count and batch size are the point's own (below)
     skip = {"device", "sample_seeds", "num_samples", "batch_size"} | (set() if suite.eval.compile else {"compile"})
     eval_ident = {**suite.eval.model_dump(exclude=skip),
                   "judge_params": {**judge_cls.pinned, **suite.eval.judge_params},
-                  "metrics": {m: METRICS.get(m).version for m in METRICS.names()}}
+                  "metrics": {m: METRICS.get(m).version for m in sorted(selected(suite.eval, corpus))}}
 
     def key_of(point: Point, older: dict | None = None) -> str:
         # the batch size orders the sampler's random draws, so it changes every sample after the first batch
@@ -288,7 +292,7 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
     judge_cls = JUDGES.get(suite.eval.judge)
     board = Leaderboard(Path(out) if out else Path("results") / suite.name)
     judge_cls.check_params(suite.eval.judge_params)
-    key_of = row_key_function(suite)
+    key_of = row_key_function(suite, corpus=corpus)
     run = make_launcher(launcher, jobs=jobs or default_jobs(device.type), cluster=cluster, out=board.dir)
     with run_lock(board.dir):
         collect(board.dir)  # rows that finished since the last run

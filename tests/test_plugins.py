@@ -1,6 +1,7 @@
 """Families and corpora from outside the package: `--include PATH` and entry points, loaded in
 the spawned training workers too."""
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from flowbench.plugins import PluginError, load_path
+from flowbench.samples import load_ids, samples_path
 
 ROOT = Path(__file__).parents[1]
 SMOKE = yaml.safe_load((ROOT / "suites" / "smoke.yaml").read_text())
@@ -82,3 +84,57 @@ def test_an_include_shadowed_by_an_installed_module_fails_in_one_line(tmp_path):
     (tmp_path / "json.py").write_text("raise AssertionError('never imported: json is the stdlib one')\n")
     with pytest.raises(PluginError, match=r"module name 'json' is already taken.*rename the file"):
         load_path(tmp_path / "json.py")
+
+
+# A metric with a column the leaderboard does not know, registered the way a user's file would.
+DISTINCT_IDS = '''
+from flowbench.metrics import metric
+
+
+@metric("distinct_ids", higher_is_better=True)
+def distinct_ids(*, tokens, nll, mask):
+    """Mean share of distinct ids in a sample."""
+    return {"distinct_ids": sum(len(set(row.tolist())) for row in tokens) / tokens.numel()}
+'''
+PLANNED_KEYS = '''
+import json, sys
+from flowbench.config import load_suite
+from flowbench.plan import plan
+from flowbench.plugins import include
+from flowbench.registry import METRICS
+from flowbench.runner import row_key_function
+
+include(sys.argv[2:])
+suite = load_suite(sys.argv[1])
+key_of = row_key_function(suite)
+print(json.dumps({"metrics": METRICS.names(), "keys": sorted(key_of(p) for p in plan(suite))}))
+'''
+
+
+def test_a_metric_from_an_include_adds_its_column_and_leaves_other_suites_keys(tmp_path):
+    (tmp_path / "distinct.py").write_text(DISTINCT_IDS)
+    suite = {**SMOKE, "name": "with_metric", "eval": {**SMOKE["eval"], "metrics": ["gen_ppl", "entropy", "distinct_ids"]}}
+    (tmp_path / "with_metric.yaml").write_text(yaml.safe_dump(suite))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "FLOWBENCH_CACHE": str(tmp_path / "cache")}
+    env.pop("FLOWBENCH_INCLUDE", None)
+    proc = subprocess.run([sys.executable, "-m", "flowbench", "run", "with_metric.yaml", "--include", "distinct.py",
+                           "--only", "family=mdlm", "--jobs", "1", "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "results" / "with_metric"
+    with open(out / "leaderboard.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    assert header[-1] == "distinct_ids" and len(rows) == 6  # 3 trained and 3 oracle mdlm points
+    for r in rows:  # the column holds the metric of the row's own samples
+        ids = load_ids(samples_path(out / "samples", r["row_key"]))  # (N, L)
+        expected = sum(len(set(s.tolist())) for s in ids) / ids.numel()
+        assert float(r["distinct_ids"]) == pytest.approx(expected) and r["entropy"]
+    # a suite that does not name the metric plans the same keys with the metric installed or not
+    planned = [json.loads(subprocess.run([sys.executable, "-c", PLANNED_KEYS, str(ROOT / "suites" / "smoke.yaml"),
+                                          *include], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                         check=True).stdout)
+               for include in ([], [str(tmp_path / "distinct.py")])]
+    assert "distinct_ids" not in planned[0]["metrics"] and "distinct_ids" in planned[1]["metrics"]
+    assert planned[0]["keys"] == planned[1]["keys"]

@@ -9,41 +9,10 @@ a Slurm job) train it once, the second waiting for the first's final checkpoint.
 """
 from __future__ import annotations
 
-import csv
-import fcntl
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 from flowbench.leaderboard import Leaderboard
-
-
-class RunLockedError(RuntimeError):
-    pass
-
-
-@contextmanager
-def locked(path: Path, *, wait: bool = True, on_wait=None):
-    """An exclusive flock on `path`, released when the block ends or the process dies.
-
-    Held elsewhere: wait (after calling on_wait(holder pid) if given) or raise RunLockedError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            if not wait:
-                raise RunLockedError(f"{path.parent} is in use by another run (pid {holder} holds {path})") from None
-            if on_wait is not None:
-                on_wait(holder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+from flowbench.locks import RunLockedError, locked  # noqa: F401 (RunLockedError: the run lock's error)
 
 
 def run_lock(out: Path):
@@ -59,14 +28,10 @@ def model_lock(checkpoint: Path):
 
 
 def shard_rows(out: Path) -> dict[str, list[dict]]:
-    """job name -> the rows of its shard (a last line cut by a kill is dropped)."""
-    found = {}
-    for csv_path in sorted((Path(out) / "shards").glob("*/leaderboard.csv")):
-        board = Leaderboard(csv_path.parent)
-        board.keys()  # drops a partial last line
-        with csv_path.open(newline="") as f:
-            found[csv_path.parent.name] = list(csv.DictReader(f))
-    return found
+    """job name -> the complete rows of its shard. Read only: a job may be appending to it (a
+    partial last line is skipped, and repaired by the shard's next writer)."""
+    return {csv_path.parent.name: Leaderboard(csv_path.parent).rows()
+            for csv_path in sorted((Path(out) / "shards").glob("*/leaderboard.csv"))}
 
 
 def collect(out: Path) -> int:
@@ -80,7 +45,7 @@ def collect(out: Path) -> int:
             for row in rows:
                 if row["row_key"] in have:
                     continue
-                board.append({k: v for k, v in row.items() if v != "" and k is not None})
+                board.append({k: v for k, v in row.items() if v != ""})
                 have.add(row["row_key"])
                 added += 1
     return added

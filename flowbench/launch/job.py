@@ -113,7 +113,8 @@ def _run_job(job: Job, *, position: int, progress: bool) -> int:
     load_builtins()
     suite = load_suite(job.suite)
     points = plan(suite, only=job.only)
-    key_of = runner.row_key_function(suite)
+    corpus = make_corpus(suite, cache_dir=runner.cache_root())
+    key_of = runner.row_key_function(suite, corpus=corpus)
     mine = []
     for jp in job.points:
         if jp.index >= len(points) or key_of(points[jp.index]) != jp.row_key:
@@ -138,7 +139,6 @@ def _run_job(job: Job, *, position: int, progress: bool) -> int:
         beat.train(trained["step"], trained["step"], beat.state["train_seconds"])
     if not is_main_process():  # DDP: every rank trains, one evaluates
         return 0
-    corpus = make_corpus(suite, cache_dir=runner.cache_root())
     device = runner.resolve_device(suite.eval.device)
     judge = JUDGES.get(suite.eval.judge)(corpus=corpus, cache_dir=runner.cache_root(), device=device,
                                          **suite.eval.judge_params)

@@ -23,21 +23,23 @@ from flowbench.metrics.perplexity import GenPPL, gen_ppl
 from flowbench.registry import METRICS
 
 __all__ = ["Metric", "FunctionMetric", "MetricError", "Samples", "metric", "register", "entropy",
-           "gen_ppl", "selected", "check_metrics", "score_samples", "METRIC_COLUMNS"]
+           "gen_ppl", "selected", "BUILTIN_METRICS", "check_metrics", "score_samples", "METRIC_COLUMNS"]
 
 
-# the leaderboard's metric columns, in order
-METRIC_COLUMNS: list[str] = [c for cls in (GenPPL, Entropy, NgramKL, Mauve) for c in cls().all_columns()]
+BUILTIN_METRICS = (GenPPL, Entropy, NgramKL, Mauve)
+# the leaderboard's metric columns, in order (a metric from outside adds its own after them)
+METRIC_COLUMNS: list[str] = [c for cls in BUILTIN_METRICS for c in cls().all_columns()]
 
 
 def selected(eval_config, corpus) -> list[str]:
     """Metrics a row computes: `eval.metrics` if the suite names them (each must run on the
-    corpus), else every registered metric the corpus supports (no n-gram KL on real text)."""
+    corpus), else every built-in metric the corpus supports (no n-gram KL on real text). A metric
+    from outside the package runs where a suite names it: installing one changes no other suite."""
     names = eval_config.metrics
     if names is not None:
         return list(names)
     chosen = []
-    for name in METRICS.names():
+    for name in sorted(cls.name for cls in BUILTIN_METRICS):
         try:
             METRICS.get(name).check(corpus, dict(eval_config.metric_params.get(name, {})))
         except MetricError:

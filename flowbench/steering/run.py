@@ -17,7 +17,6 @@ from a generator seeded with the suite seed: the methods are compared on the sam
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import math
@@ -62,29 +61,6 @@ def methods_at(k: int, cfg: SteeringConfig, denoiser: str) -> list[dict]:
     return [{"method": m, "budget_nfe": k, **p} for m in cfg.methods for p in rows[m]]
 
 
-class SteeringBoard:
-    """Append-only CSV keyed by row_key (samples beside it, as the main leaderboard)."""
-
-    def __init__(self, out: Path):
-        self.dir, self.csv = out, out / "leaderboard.csv"
-        self.samples = Leaderboard(out)
-
-    def keys(self) -> set[str]:
-        if not self.csv.exists():
-            return set()
-        with self.csv.open(newline="") as f:
-            return {r["row_key"] for r in csv.DictReader(f)}
-
-    def append(self, row: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        new = not self.csv.exists() or self.csv.stat().st_size == 0
-        with self.csv.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            if new:
-                w.writeheader()
-            w.writerow({c: "" if row.get(c) is None else row[c] for c in COLUMNS})
-
-
 def run_steering(path: str | Path, *, out: str | Path | None = None, progress: bool = True) -> Path:
     suite, cfg = load_steering_suite(path)
     points = [p for p in plan(suite) if p.sampler == "flow_map"]
@@ -105,7 +81,7 @@ def run_steering(path: str | Path, *, out: str | Path | None = None, progress: b
     target = TiltedTarget(corpus, topic=reward.topic, lam=cfg.lam, n_reference=cfg.n_reference, seed=spec.seed)
     family: FlowMap = FAMILIES.get("flow_map")(params=spec.params, vocab_size=corpus.vocab_size,
                                                seq_len=corpus.seq_len)
-    board = SteeringBoard(Path(out) if out else Path("results") / suite.name)
+    board = Leaderboard(Path(out) if out else Path("results") / suite.name, columns=COLUMNS)
     done = board.keys()
     device = torch.device("cpu")
     sha, stamp = git_sha(), dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -140,7 +116,7 @@ def run_steering(path: str | Path, *, out: str | Path | None = None, progress: b
                       **info}
             tokens, seconds, calls = _sample(family, model, m, suite=suite, reward=reward, lam=cfg.lam,
                                              grid_power=grid_power, seed=spec.seed)
-            board.samples.write_samples(key, tokens, vocab_size=corpus.vocab_size)
+            board.write_samples(key, tokens, vocab_size=corpus.vocab_size)
             board.append({**common, **extra, **ft, **m, **target.score(tokens), "suite": suite.name,
                           "denoiser": denoiser, "passes": passes(m["method"], nfe=m["nfe"], n_best=m.get("n_best", 1),
                                                                        horizon=m.get("horizon", 1.0)),

@@ -102,3 +102,26 @@ def test_finetuning_raises_the_reward_and_the_divergence_holds_it(micro_language
     assert mean_reward(free) > before + 0.1
     assert abs(mean_reward(held) - before) < mean_reward(free) - before
     assert info["ft_passes"] > 30 * 4
+
+
+def test_a_row_cut_by_a_killed_write_is_repaired_before_the_next_row(tmp_path):
+    """A kill mid-write leaves the last row without its newline; the next run recomputes that row
+    and appends it on a line of its own, after cutting the broken one."""
+    suite = write(tmp_path, SUITE.replace("[trained, oracle]", "[oracle]")
+                  + "  methods: [base, best_of_n]\n")
+    out = tmp_path / "out"
+    assert main(["steer", str(suite), "--out", str(out), "--no-progress"]) == 0
+    board = out / "leaderboard.csv"
+    with board.open(newline="") as f:
+        complete = list(csv.DictReader(f))
+    assert len(complete) == 2
+    data = board.read_bytes()
+    last = data.rstrip(b"\r\n").rfind(b"\n") + 1
+    board.write_bytes(data[: last + (len(data) - last) // 2])  # the last row, half-written
+    assert main(["steer", str(suite), "--out", str(out), "--no-progress"]) == 0
+    with board.open(newline="") as f:
+        header, *lines = list(csv.reader(f))
+    assert all(len(line) == len(header) for line in lines)
+    rows = [dict(zip(header, line)) for line in lines]
+    keep = ("row_key", "method", "topic_share", "tilted_nll")
+    assert [{k: r[k] for k in keep} for r in rows] == [{k: r[k] for k in keep} for r in complete]
