@@ -69,11 +69,12 @@ def test_default_features_see_word_order_on_the_embedded_language(language):
     true = language.split("test", n)
     metric = METRICS.get("mauve")
     same = metric.compute(Samples(tokens=true, nll=None, mask=None, corpus=language))
-    assert same["mauve_features"] == "minilm+surprisal" and same["mauve"] >= 0.9
+    assert same["mauve"] >= 0.9
     for name, probe in word_order_probes(language, true).items():
         row = metric.compute(Samples(tokens=probe, nll=None, mask=None, corpus=language))
-        assert row["mauve"] <= 0.5 * same["mauve"], name
+        assert row["mauve"] <= 0.5 * same["mauve"], (name, row["mauve"], same["mauve"])
         assert row["mauve_hi"] < same["mauve_lo"], name
+    assert same["mauve_features"] == "minilm+surprisal"
 
 
 def test_interval_holds_the_spread_over_kmeans_seeds(language, monkeypatch):
