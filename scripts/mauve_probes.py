@@ -12,7 +12,9 @@ On the embedded language (hmm_language, seq_len 32, the nfe_sweep corpus) p is o
             mostly right sample falls, not an order probe)
 and q the first N validation sequences (as the metric's reference). For each feature set it
 prints MAUVE (mean and range over k-means seeds) and each probe's ratio to true data's MAUVE.
-The choice this table made is written in docs/metrics.md (mauve).
+The choice this table made is written in docs/metrics.md (mauve). Cost: the `local-*` candidates
+first train the `local` judge's GPT-2 at LOCAL (cached); minilm-concat took 19 minutes on a loaded
+2-core machine, every other candidate a few minutes or less.
 """
 from __future__ import annotations
 
@@ -106,13 +108,16 @@ def candidates(corpus, cache_dir: str) -> dict:
         "local-mean": lambda t: local(t)[0].mean(1),
         "local-concat": lambda t: local(t)[0].reshape(len(t), -1),
         # per-token surprisal: by position (the l2 normalisation removes its level), sorted, and
-        # sorted beside a unit content block
+        # sorted beside a unit content block at weight 1 (the library's minilm+surprisal: 0.5)
         "local-nll": lambda t: local(t)[1],
         "exact-nll": exact_nll,
         "local-nll-sorted": lambda t: np.sort(local(t)[1], axis=1),
         "local-mean+local-surprisal": lambda t: np.concatenate([unit(local(t)[0].mean(1)), surprisal(local(t)[1])], 1),
         "minilm+local-surprisal": lambda t: np.concatenate([unit(minilm_features(texts(t))), surprisal(local(t)[1])], 1),
         "exact+surprisal": lambda t: np.concatenate([unit(exact_features(t, corpus)), surprisal(exact_nll(t))], 1),
+        # minilm+surprisal at other weights of the surprisal block (the library's: SURPRISAL_WEIGHT)
+        **{f"minilm+surprisal@{w}": (lambda w: lambda t: np.concatenate(
+            [unit(minilm_features(texts(t))), w * surprisal(exact_nll(t))], 1))(w) for w in (1.0, 0.25, 0.1)},
     }
 
 
