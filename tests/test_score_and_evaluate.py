@@ -50,7 +50,8 @@ def test_evaluate_modules_load_offline_and_agree_with_the_harness(language):
     judge = ExactJudge(corpus=language, cache_dir=".", device=torch.device("cpu"))
     nll, mask = judge.score(tokens)
     harness = score_samples(tokens, corpus=language, judge=judge, seed=0,
-                            eval_config=EvalConfig(metrics=["gen_ppl", "entropy", "mauve"]))
+                            eval_config=EvalConfig(metrics=["gen_ppl", "entropy", "mauve"],
+                                                   metric_params={"mauve": {"features": "minilm"}}))
     got = evaluate.load(path("gen_ppl")).compute(nll=nll.tolist())
     assert got["gen_ppl"] == pytest.approx(harness["gen_ppl"], rel=1e-12)
     assert got["gen_ppl_mean"] == pytest.approx(harness["gen_ppl_mean"], rel=1e-12)

@@ -3,7 +3,8 @@
     perplexity  gen_ppl (+ gen_ppl_mean, nll_mean, nll_median) under the suite's judge
     entropy     mean per-sample unigram entropy of the generator's ids
     ngram_kl    KL of the samples' unigram / bigram frequencies to the exact marginals, with floors
-    mauve       MAUVE against held-out data on MiniLM (default), GPT-2 Large or exact features
+    mauve       MAUVE against held-out data on MiniLM (+ exact surprisal: the embedded language's
+                default), GPT-2 Large or exact features
 
 `score_samples` is the one call that computes every column of a leaderboard row from its
 samples; the runner and `python -m flowbench score` both use it. Formulas and conventions:

@@ -1,5 +1,8 @@
-"""MAUVE on harness features: high for held-out text, low for word-shuffled text, and the same
-number mauve-text computes from the same features."""
+"""MAUVE on harness features: high for held-out text, low for word-shuffled text (across the batch
+and, with the default features, within each sequence), the same number mauve-text computes from
+the same features, and an interval that holds the k-means seeds' spread."""
+from types import SimpleNamespace
+
 import mauve
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ import torch
 
 from flowbench.data.language import HMMLanguage
 from flowbench.metrics import MetricError, Samples
+from flowbench.metrics import mauve_score
 from flowbench.metrics.features import minilm_features
 from flowbench.registry import METRICS
 
@@ -28,8 +32,9 @@ def shuffled_across(tokens: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def test_minilm_mauve_separates_held_out_text_from_shuffled_text(language):
     true = language.split("test", N)
     metric = METRICS.get("mauve")
-    same = metric.compute(Samples(tokens=true, nll=None, mask=None, corpus=language), {})
-    salad = metric.compute(Samples(tokens=shuffled_across(true), nll=None, mask=None, corpus=language), {})
+    minilm = {"features": "minilm"}
+    same = metric.compute(Samples(tokens=true, nll=None, mask=None, corpus=language), minilm)
+    salad = metric.compute(Samples(tokens=shuffled_across(true), nll=None, mask=None, corpus=language), minilm)
     assert same["mauve"] > 0.8 and salad["mauve"] < 0.3
     assert salad["mauve_hi"] < same["mauve_lo"]
     for row in (same, salad):
@@ -39,11 +44,58 @@ def test_minilm_mauve_separates_held_out_text_from_shuffled_text(language):
     assert (same["mauve_features"], same["mauve_samples"], same["mauve_references"], same["mauve_buckets"]) == \
         ("minilm", N, N, 10)
 
-    # the same features handed to mauve-text directly give the same number
+    # the same features handed to mauve-text directly give the same number: the mean over k-means
+    # seeds 25..29
     p = minilm_features([language.decode(r) for r in shuffled_across(true)])
     q = minilm_features([language.decode(r) for r in language.split("validation", N)])
-    direct = mauve.compute_mauve(p_features=p, q_features=q, seed=25, mauve_scaling_factor=5)
-    assert direct.mauve == pytest.approx(salad["mauve"], rel=1e-9)
+    direct = [mauve.compute_mauve(p_features=p, q_features=q, seed=s, mauve_scaling_factor=5).mauve
+              for s in range(25, 30)]
+    assert np.mean(direct) == pytest.approx(salad["mauve"], rel=1e-9)
+
+
+def word_order_probes(language, true: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """True sequences with their word order destroyed three ways (scripts/mauve_probes.py)."""
+    g = torch.Generator().manual_seed(seed)
+    n, length = true.shape
+    unigram, _ = language.ngram_marginals()
+    return {"shuffled within": torch.stack([row[torch.randperm(length, generator=g)] for row in true]),
+            "resampled within": torch.gather(true, 1, torch.randint(0, length, (n, length), generator=g)),
+            "unigram i.i.d.": torch.multinomial(unigram.float(), n * length, True, generator=g).view(n, length)}
+
+
+def test_default_features_see_word_order_on_the_embedded_language(language):
+    # mean-pooled MiniLM alone scores a within-sequence shuffle about 0.93 against true data's 0.97
+    n = 128
+    true = language.split("test", n)
+    metric = METRICS.get("mauve")
+    same = metric.compute(Samples(tokens=true, nll=None, mask=None, corpus=language))
+    assert same["mauve"] >= 0.9
+    for name, probe in word_order_probes(language, true).items():
+        row = metric.compute(Samples(tokens=probe, nll=None, mask=None, corpus=language))
+        assert row["mauve"] <= 0.5 * same["mauve"], (name, row["mauve"], same["mauve"])
+        assert row["mauve_hi"] < same["mauve_lo"], name
+    assert same["mauve_features"] == "minilm+surprisal"
+
+
+def test_interval_holds_the_spread_over_kmeans_seeds(language, monkeypatch):
+    """Two quantizations that disagree (MAUVE 1 and about 0.3, as k-means seeds may on few points):
+    the estimate is their mean over the seeds and the interval reaches both."""
+    buckets = 10
+    even = np.full(buckets, 1 / buckets)
+    skewed = np.r_[np.full(5, 0.18), np.full(5, 0.02)]
+
+    def quantize(p, q, *, scaling, buckets, seed):
+        p_hist, q_hist = (even, even) if seed % 2 == 0 else (skewed, skewed[::-1])
+        return SimpleNamespace(mauve=mauve_score.mauve_from_histograms(p_hist, q_hist, scaling=scaling),
+                               p_hist=p_hist, q_hist=q_hist, num_buckets=len(p_hist))
+
+    monkeypatch.setattr(mauve_score, "mauve_of", quantize)
+    row = METRICS.get("mauve").compute(Samples(tokens=language.split("test", 200), nll=None, mask=None,
+                                               corpus=language), {"features": "exact"})
+    per_seed = [quantize(None, None, scaling=5.0, buckets=buckets, seed=s).mauve for s in range(25, 30)]
+    assert min(per_seed) < 0.5 and max(per_seed) == pytest.approx(1.0)
+    assert row["mauve"] == pytest.approx(np.mean(per_seed))
+    assert row["mauve_lo"] < min(per_seed) + 0.05 and row["mauve_hi"] > max(per_seed) - 0.1
 
 
 def test_minilm_features_are_mean_pooled_over_the_attention_mask():
@@ -59,10 +111,16 @@ def test_exact_features_need_the_embedded_language(language):
     salad = metric.compute(Samples(tokens=shuffled_across(true), nll=None, mask=None, corpus=language),
                            {"features": "exact"})
     assert exact["mauve"] > 0.8 and salad["mauve"] < exact["mauve"] - 0.2
+    assert metric.options({}, language)["features"] == "minilm+surprisal"
 
     class Text:
         name, exact = "text_files", False
     with pytest.raises(MetricError, match="'exact'.*'text_files'"):
         metric.check(Text(), {"features": "exact"})
+    with pytest.raises(MetricError, match="'minilm\\+surprisal'.*'text_files'"):
+        metric.check(Text(), {"features": "minilm+surprisal"})
+    assert metric.options({}, Text())["features"] == "minilm"  # real text keeps MiniLM
+    with pytest.raises(MetricError, match="kmeans_seeds"):
+        metric.check(language, {"kmeans_seeds": 0})
     with pytest.raises(MetricError, match="unknown key 'bukets'"):
         metric.check(language, {"bukets": 5})
