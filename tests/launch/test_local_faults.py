@@ -31,7 +31,7 @@ SUITE = {
     "runs": [{"family": "kl_flow", "denoiser": ["trained", "oracle"], "samplers": [{"sampler": "ode", "nfe": [1, 2]}]},
              {"family": "dfm", "params": {"source": "uniform"}, "samplers": [{"sampler": "euler", "nfe": [1, 2]}]}],
 }
-TIMING = {"samples_per_s", "tokens_per_s", "latency_s", "peak_mem_mb", "timestamp"}
+TIMING = {"samples_per_s", "tokens_per_s", "latency_s", "peak_mem_mb", "timestamp", "train_seconds", "train_cost_ratio"}
 
 
 def rows(csv_path):
