@@ -172,15 +172,15 @@ def _steer(args) -> int:
 def _compare(args) -> int:
     from flowbench.compare import DEFAULT_ALPHA, DEFAULT_RTOL, CompareError, compare, stale_reason
 
-    if (why := stale_reason(args.reference)) is not None:  # compared all the same, on request
-        print(f"note: {args.reference} awaits recomputation ({why}); rows whose keys moved differ",
-              file=sys.stderr)
     try:
         result = compare(args.run, args.reference, rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
                          alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha)
     except CompareError as err:
         print(f"flowbench: error: {err}", file=sys.stderr)
         return 2
+    if (why := stale_reason(args.reference)) is not None:  # compared all the same, on request
+        print(f"note: {args.reference} awaits recomputation ({why}); rows whose keys moved differ",
+              file=sys.stderr)
     print("\n".join(result.lines()))
     return 0 if result.ok else 1
 
