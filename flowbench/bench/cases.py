@@ -160,7 +160,7 @@ def sampling_memory(c: Contestant, bench: Bench) -> list[dict]:
 
 def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
     """Optimiser steps (loss, backward, AdamW) on random token batches, every phase of every
-    contestant's training (`Family.training_phases`: flow_map's anchor and distillation), beside a
+    contestant's training (`Family.training_phases`, e.g. an anchor phase and a distillation phase), beside a
     bare backbone step of the same shape (`flowbench.bare_step`: tokens in, CE, AdamW).
 
     Interleaved: each round times the bare step and then every contestant's phases once, each run
