@@ -222,6 +222,8 @@ def _reference_summary(csv_path: Path, *, only: dict) -> None:
 def _add_report_commands(sub) -> None:
     rep = sub.add_parser("report", help="write report.md and PNGs beside a leaderboard")
     rep.add_argument("results", help="a results folder or its leaderboard.csv, e.g. results/nfe_sweep")
+    rep.add_argument("--readme", metavar="README",
+                     help="instead of report.md, rewrite the headline table between this file's markers")
     lb = sub.add_parser("leaderboard", help="merge the leaderboards of several suites into one CSV")
     lb.add_argument("results", nargs="+", help="results folders or leaderboard.csv files")
     lb.add_argument("--out", required=True, help="the merged CSV (a report can be written beside it)")
@@ -244,7 +246,11 @@ def _report_commands(args) -> int:
     from flowbench.score import ScoreError
 
     try:
-        if args.command == "report":
+        if args.command == "report" and args.readme:
+            from flowbench.report.headline import write_readme
+
+            print(write_readme(args.results, args.readme))
+        elif args.command == "report":
             print(write_report(args.results))
         elif args.command == "leaderboard":
             print(merge(args.results, args.out))
