@@ -99,7 +99,7 @@ def readme_block(results: str | Path) -> str:
             f"Gen PPL under the `{df['judge'].mode().iloc[0]}` judge, {int(df['num_samples'].mode().iloc[0])} samples, "
             f"trained denoisers at their default sampler settings"
             + (", mean over training seeds" if seeds > 1 else "")
-            + f"; true data scores {floor.mean():.2f}. Every row, the exact denoiser's, intervals, MAUVE and "
+            + f"; true data at the same count scores {floor.mean():.2f}. Every row, the exact denoiser's, intervals, MAUVE and "
             f"the ranking: `{folder.as_posix()}/report.md`."]
     return "\n".join(out)
 
