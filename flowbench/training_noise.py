@@ -47,8 +47,8 @@ MODEL_COLUMNS = ("family", "family_params", "train_steps", "train_passes")
 # seed: `pooled_spread(..., confidence=None)` (the maximum-likelihood value) on
 # results/reference/flow_map_seeds, seeds 0 and 2 (the two that learned; 8 samplers each).
 # flow_map is the noisiest family measured, so this is wide for the others. val_loss: the larger
-# of that pair's (0.0009) and the mdlm model retrained on an AMD EPYC CPU (README "Reference
-# results": 2.991 against 2.974, 0.012 as a tau).
+# of that pair's (0.0009) and the mdlm model retrained on an AMD EPYC CPU (docs/results.md,
+# "Across CPUs": 2.991 against 2.974, 0.012 as a tau).
 TRAINING_NOISE = {"gen_ppl": 0.177, "entropy": 0.080, "unigram_kl": 0.063, "bigram_kl": 0.083,
                   "mauve": 0.398, "val_loss": 0.012}
 TRAINING_NOISE_SOURCE = "flowbench/training_noise.py TRAINING_NOISE, measured on flow_map_seeds"

@@ -22,7 +22,7 @@ FLOW_MAP_SEEDS = ROOT / "results" / "reference" / "flow_map_seeds" / "leaderboar
 LEARNING_CURVES = ROOT / "results" / "reference" / "learning_curves" / "leaderboard.csv"
 SMOKE = ROOT / "suites" / "smoke.yaml"
 # mdlm's seed spread as a fraction of TRAINING_NOISE (flow_map's): its NFE-64 gen PPL moved 0.019
-# in log when retrained on an AMD EPYC CPU (README "Reference results": 27.53 -> 28.06), a tau of
+# in log when retrained on an AMD EPYC CPU (docs/results.md, "Across CPUs": 27.53 -> 28.06), a tau of
 # the order of 0.02 against flow_map's 0.177
 MDLM_SPREAD = 0.15
 

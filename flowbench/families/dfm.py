@@ -54,15 +54,9 @@ MDLM's ancestral sampler at every NFE (reveal probability h / (1 - t_k) = (kappa
 kappa'_t / (1 - kappa_t) = 1 / (1 - t); DFM's default `ce` is the plain CE (no weight), and
 `gkl` recovers MDLM's ELBO (up to the extra clamp t >= eps).
 
-Recipe (defaults set by measurement; README "Recipe ingredients"). `evidence_head` on: for the
-uniform source the network adds to log1p(V kappa / (1 - kappa)) at the observed token; for the
-mask source it pins unmasked positions, which neither the loss nor the sampler reads. Uniform
-source, gen PPL at NFE 16 / 64 (suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256
-samples, exact judge; mdlm at the same budget: 368 at NFE 64): plain 5076 / 4720 (val 2.583);
-evidence head (default) 4751 / 4803 (val 2.532): at 1000 passes neither has started to use context
-(the learning curves: the uniform source turns between 2000 and 8000 passes). An earlier run
-measured self_cond 0.5 at 5415 / 4847, both 5390 / 4833 (750 steps at equal compute). A logit-normal time centred at kappa = 0.27
-(loc -1) changed nothing at 1000 steps (5071 at NFE 32 with the evidence head vs 4580).
+Recipe (docs/families.md, with its measurements): `evidence_head` on: for the uniform source the
+network adds to log1p(V kappa / (1 - kappa)) at the observed token; for the mask source it pins
+unmasked positions, which neither the loss nor the sampler reads.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Dirichlet flow matching on the probability simplex (seed: 000_*.txt, with
-the variational view of 002_*.txt).
+the variational view of 002_*.txt). Measured behaviour, recipe ablations and failure modes:
+docs/families.md.
 
 Every position carries a point of the simplex S_{V-1}; the sequence state is Pi (L, V). With z the
 one-hot data and t = 0 noise, t = 1 data (the seed's convention, and flowbench's):
@@ -7,10 +8,11 @@ one-hot data and t = 0 noise, t = 1 data (the seed's convention, and flowbench's
     Pi_0 ~ prod_i Dirichlet(alpha 1_V),        Pi_t = (1 - t) Pi_0 + t z,
     d Pi_t / dt = z - Pi_0 = (z - Pi_t) / (1 - t).
 
-Heads (`head`), the network reading Pi_t through the backbone's linear simplex embedding:
+Heads (`head`), the network reading Pi_t through the backbone's linear simplex embedding, or each
+position's single-site posterior softmax(evidence) with `posterior_input` (base.PosteriorInput):
     velocity   seed, Algorithm 1: the output is the velocity,
                L = E || u_theta(Pi_t, t) - (z - Pi_0) ||^2   (summed over V, averaged over positions).
-    denoiser   seed 002: mu_theta = softmax(output) ~ E[z | Pi_t], trained by cross-entropy
+    denoiser   seed 002 (default): mu_theta = softmax(output) ~ E[z | Pi_t], trained by cross-entropy
                -log mu_theta(x_1 | Pi_t); velocity v = (mu_theta - Pi_t) / (1 - t).
 
 Prior in log space: Dirichlet(1/V) coordinates are ~exp(-V Exp(1)), far below float32, so
@@ -18,50 +20,37 @@ log G_v = log Gamma(alpha + 1) + log(U_v) / alpha and log Pi_0 = log_softmax(log
 coordinate is >= 1/V, so no row is zero.
 
 alpha (default 16; None = the seed's 1/V). Given token v, Pi_0 = (x - t e_v) / (1 - t) must stay in
-the simplex, so only tokens with x^v >= t survive and the Dirichlet density decides among them:
-  * alpha = 1/V: the data token is the only coordinate >= t from t ~ 1e-100 on, far below what a
-    float32 network sees. Trained 500 steps (d=64, L=32), samples score 9.8-10.1 nats/token at
-    NFE 1-32 with uniform or warped t: uniformly random tokens score 10.13.
-  * alpha <= 1: the density is flat (1) or infinite (< 1) on the face x^v = t, so the exact velocity
-    jumps whenever a token drops out; the oracle's Euler error decays slowly (alpha 1, unigram
-    language: 4.54 nats at NFE 32 vs 3.98 for alpha 4, entropy 3.91).
-  * alpha > 1: the density vanishes on that face and the exact velocity is continuous; a larger
-    alpha also tightens Pi_0 around 1/V (relative spread 1/sqrt(alpha)). Oracle on HMMLanguage
-    (L = 32), NFE 8 / 32: alpha 4: 4.77 / 3.08, alpha 16: 3.51 / 2.99, alpha 64: 3.37 / 3.00
-    (entropy rate 2.89). alpha = 16 is the smallest value on that plateau.
+the simplex, so only tokens with x^v >= t survive and the Dirichlet density decides among them.
+alpha = 1/V identifies the token from t ~ 1e-100 on, below what a float32 network sees; alpha <= 1
+makes the exact velocity jump whenever a token drops out; alpha > 1 keeps it continuous and
+tightens Pi_0 around 1/V (relative spread 1/sqrt(alpha)). 16 is the smallest alpha on the exact
+denoiser's plateau.
 
-Time warp. The token is identified in a narrow band near t ~ 1/V (alpha 16: the exact posterior
-entropy of a unigram token is 3.9 nats at t = 1e-4, 3.4 at 1e-3, 1.2 at 3e-3, 0 at 1e-2), so uniform
-t trains almost only on solved states and a uniform grid steps over the band. Training draws
-t = F^-1(u), u uniform; the network is conditioned on u = F(t) (`model(x, t=u)`) so that the
-sinusoidal time embedding resolves the band; grid='warp' (default) samples on t_k = F^-1(k / n):
+Time warp. The token is identified in a narrow band near t ~ 1/V, so uniform t trains almost only
+on solved states and a uniform grid steps over the band. Training draws t = F^-1(u), u uniform;
+the network is conditioned on u = F(t) (`model(x, t=u)`) so that the sinusoidal time embedding
+resolves the band; grid='warp' (default) samples on t_k = F^-1(k / n):
     uniform  F(t) = t                      power  F(t) = t^(1/p), t ~ Beta(1/p, 1)
-    logit    logit t ~ Logistic(logit t_mid, s); defaults t_mid = 2.5e-3, s = 0.3 (below): 87% of
-             the training times lie in t = 1e-3 .. 5e-3, where context is worth most.
+    logit    logit t ~ Logistic(logit t_mid, s); defaults t_mid = 2.5e-3, s = 0.3: 87% of the
+             training times lie in t = 1e-3 .. 5e-3, where context is worth most.
 Other grids: uniform k/n, cosine 1 - cos(pi k / 2n), power (k/n)^q.
 
 Sampler `randomized` (seed 004_*.txt, section 2.3; base.randomized_steps), denoiser head only: at
 grid time t_k draw z ~ mu_theta(Pi_{t_k}) per position, then Pi_{t_{k+1}} = (1 - t) Pi_0' + t z
 with a fresh prior draw Pi_0'; the last call's mu is decoded. NFE = grid steps (grid as `ode`).
-At 8000 passes (nfe_sweep, band-focused warp below) it scores 215 / 86.8 / 50.1 at NFE 16 / 64 /
-256 against the ode sampler's 304 / 255 (245 midpoint at 32): a step restarts from a path
-sample, so the network's error is not carried along the trajectory. (With the earlier warp,
-1256 / 693 / 506 against 1260 / 974, its denoiser captured 0.35 / 0.45 / 0.63 of what context
-is worth at t = 1e-3 / 2e-3 / 3e-3: validation cross-entropy between the context-free
-posterior, unigram x evidence, and the exact one.)
+A step restarts from a path sample, so the network's error is not carried along the trajectory.
 
-Sampler `ode`: fixed-grid solve of dPi/dt = v(Pi, t) from Pi_0 (float64 state) with
-flowbench.families.ode; NFE = backbone calls (rk4 spends 4 per step). `decode` reads the final Pi
-by argmax or by a float64 categorical draw. `t_end`: euler and midpoint never evaluate at the grid's
-end, so they run to 1 (the last Euler step lands on mu of the last node); heun and rk4 evaluate
-at t_end, where the denoiser's and the oracle's (mu - x)/(1 - t) is undefined, so they need t_end < 1.
+Sampler `ode`: fixed-grid solve of dPi/dt = v(Pi, t) from Pi_0 with flowbench.families.ode; NFE =
+backbone calls (rk4 spends 4 per step). `decode` reads the final Pi by argmax or by a float64
+categorical draw. `t_end`: euler and midpoint never evaluate at the grid's end, so they run to 1
+(the last Euler step lands on mu of the last node); heun and rk4 evaluate at t_end, where the
+denoiser's and the oracle's (mu - x)/(1 - t) is undefined, so they need t_end < 1.
 
 Both samplers take `state_precision`: float32 (default; alpha >= 1), whose state, prior and
 velocity are float32 and whose prior comes from `dirichlet_draws` (Gamma draws by Marsaglia and
-Tsang, vectorized: torch's Gamma sampler costs as much in float32 as in float64), about 1.6x the
-samples/s of float64 at batch 256, NFE 1 (docs/performance.md); or float64, by torch's Gamma
-sampler in log space. With alpha < 1 (its prior coordinates underflow float32) the default is
-float64, and float32 set explicitly is an error.
+Tsang, vectorized: torch's Gamma sampler costs as much in float32 as in float64); or float64, by
+torch's Gamma sampler in log space. With alpha < 1 (its prior coordinates underflow float32) the
+default is float64, and float32 set explicitly is an error.
 
 Evidence (oracle mode), v-free terms and the Jacobian (1 - t)^-(V-1) dropped:
 
@@ -71,47 +60,8 @@ in float64; |x^v - t| within a relative 1e-12 is the face itself. A position tha
 explain (every x^v < t, an overshooting ODE step) is read at its latest admissible time
 t_i = max_v x^v, which keeps its least-violated token.
 
-Measured on HMMLanguage(seq_len=32, seed=0), entropy rate 2.886 nats/token, NLL per token at
-NFE 1 / 2 / 4 / 8 / 16 / 32 with the defaults:
-  oracle, n = 512: euler 10.57 / 4.52 / 4.23 / 3.53 / 3.11 / 2.98; midpoint (NFE 2..32) 10.55 / 3.29 /
-    3.27 / 2.98 / 2.91; rk4, t_end = 0.99, n = 256 (NFE 8..32) 3.03 / 2.96 / 2.90; the uniform grid
-    8.8-10.4 up to NFE 32. NFE 1 is one Euler step from t = 0 onto the per-position marginals,
-    decoded by argmax: the same sequence for every sample (decode='multinomial': 9.03).
-  trained 2000 steps (d = 64, 3 layers, batch 64, n = 256), euler: 10.19 / 8.86 / 8.81 / 8.68 /
-    8.59 / 8.50 (seed 1 at NFE 32: 8.74); head='denoiser' 8.53 at NFE 32; time_warp='uniform'
-    7.96 or 9.70 at NFE 32 depending on the seed. In the band where the flow commits the network
-    lags even the context-free posterior (unigram x per-position likelihood): denoiser at
-    t = 3e-3, cross-entropy 3.11 nats vs 1.86 context-free and 0.49 exact.
-  trained with the rotary backbone (nfe_sweep: 2000 steps, n = 256), euler: 10.75 / 8.81 / 8.78 /
-    8.62 / 8.58 / 8.53 (NFE 64: 8.53; midpoint at NFE 8 / 32: 8.58 / 8.54). Rotary positions,
-    which closed most of mdlm's gap, leave this one: it is learning error in the band.
-
-Recipe (suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge;
-mdlm at the same budget: 368 at NFE 64), gen PPL ode at NFE 16 / 64, randomized at 64: defaults
-(denoiser head, evidence head, posterior input, logit warp) 6069 / 5387 / 5298 (val CE 1.766);
-without the posterior input 11347 / 11068 / 10862 (1.872); without the evidence head 10196 / 9732
-/ 8072 (2.007); uniform training times 9786 / 21317 / 10883; self_cond 0.5 added 7168 / 6070 /
-5374 (750 steps at equal compute); the seed's recipe (velocity head, raw Pi_t, uniform times)
-10731 / 12421. Those rows trained with the earlier warp (t_mid 1/V, s 1); with the band-focused
-warp (the defaults now): defaults 4863 / 4758 / 4437; without the posterior input 11233 / 11031 /
-10472; without the evidence head 7533 / 7239 / 4593; self_cond 0.5 added 5126 / 4690 / 3912 (it
-now pays its extra forward; at 8000 passes it is untried). Raw Pi_t buries the token in
-coordinates of order 1/V that the linear embedding barely separates, so the network could not
-read its neighbours in the band where tokens are decided; the posterior input
-(base.PosteriorInput) hands it each position's single-site posterior. The time warp above is this family's band-focused time sampling.
-
-Band focus (warp_center 2.5e-3, warp_spread 0.3, set by measurement). Validation cross-entropy
-of the exact posterior against the context-free one (unigram x evidence), what context is worth
-at each t: 0.03 / 0.11 / 0.28 / 0.65 / 1.16 / 1.33 / 0.57 / 0.02 nats at t = 1e-4 / 6e-4 / 1e-3 /
-1.5e-3 / 2e-3 / 3e-3 / 4e-3 / 6e-3. The earlier warp (t_mid = 1/V, s = 1) put 36% of the training
-times in t = 1e-3 .. 5e-3 and 40% above 6e-3, where the evidence alone decides. At 8000 passes
-(nfe_sweep's budget, one seed), gen PPL randomized 256 / randomized 64 / ode 64: t_mid 1/V, s 1:
-506 / 693 / 974; t_mid 2.5e-3, s 0.5 (66% in the band): 1277 / 1328 / 1716 (its loss turned only
-after 7000 steps); t_mid 2.5e-3, s 0.3 (87%): 50.1 / 86.8 / 255 (mdlm at NFE 64: 27.5; seed 1:
-44.7 / 70.1 / 205, mdlm 25.7). The
-turn itself stays abrupt (training loss flat until about 4000 steps, then falling): its step
-moves with the learning-rate schedule and the warp (a constant learning rate with EMA 0.999
-turned later than cosine and scored 384 / 686 / 1079 with the old warp).
+Recipe defaults (each chosen by measurement, docs/families.md): denoiser head, evidence head,
+posterior input, the band-focused logit warp.
 """
 from __future__ import annotations
 

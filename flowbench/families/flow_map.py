@@ -2,6 +2,7 @@
 
 Seeds: 002_*.txt (variational flow matching, categorical flow maps) and
 003_*.txt (flow maps, mean denoiser, semigroup condition). Time: t = 0 noise, t = 1 data.
+Measured behaviour, recipe ablations and failure modes: docs/families.md.
 
 Path. Each token is a one-hot e_v in R^V; noise is Gaussian in that space, per position:
 
@@ -15,9 +16,12 @@ map is
     X_{s,t}(x) = ((1 - t)/(1 - s)) x + ((t - s)/(1 - s)) delta_{s,t}(x),
 
 so X_{s,s} = x, X_{s,1} = delta_{s,1} and a simplex point stays on the simplex. The backbone reads
-x_s itself, or softmax(kappa_s x_s) with `precondition: softmax` (SoftmaxInput).
+x_s itself, or softmax(kappa_s x_s) with `precondition: softmax` (SoftmaxInput, the default: the
+raw input's noise is about sqrt(V) times the signal's norm).
 
-Loss = anchor + `distill_weight` * distillation, everything per token (mean over batch and L):
+Loss = anchor + `distill_weight` * distillation, everything per token (mean over batch and L);
+the anchor trains alone for the first `distill_start` of the passes (FLM's two stages,
+arXiv 2602.16813):
 
   anchor  cross-entropy of delta_{t,t}(I_t) against x_1 (003 L_anchor; 002 VFM), t stratified
           uniform over the batch (t = (u + b/B) mod 1).
@@ -32,14 +36,11 @@ Loss = anchor + `distill_weight` * distillation, everything per token (mean over
           map every sampler ends with), u = s + w (t - s), w ~ U[0, 1); 1 - u is clamped at
           1e-12 (u < t <= 1 except for rounding) and gamma = 0 when t = s.
   lsd     Lagrangian (002 L_distill): w(t) || d/dt X_{s,t}(I_s) - sg[b_t(X_{s,t}(I_s))] ||^2
-          summed over the V coordinates, b_t(x) = (delta_{t,t}(x) - x)/(1 - t); d/dt by
-          forward-mode AD (torch.func.jvp, attention on the math backend which supports it).
-          Times: sorted pair of uniforms scaled into [0, 1 - eps] (b_t diverges at t = 1).
-          Weight (`lsd_weight`): 'velocity' w = 1 is the seed's loss; its 1/(1 - t)^2 scale
-          swamps the anchor and training collapses to an input-blind delta (a constant delta is
-          an exact flow map, of a constant denoiser). 'denoiser' w = (1 - t)^2 measures the
-          residual in simplex units, (1 - t) d/dt X - sg[delta_{t,t}(X) - X]; any positive
-          weight keeps the same minimiser.
+          summed over the V coordinates; d/dt by forward-mode AD (torch.func.jvp, attention on the
+          math backend which supports it). Times: sorted pair of uniforms scaled into [0, 1 - eps]
+          (b_t diverges at t = 1). Weight (`lsd_weight`): 'velocity' w = 1 is the seed's loss (its
+          1/(1 - t)^2 scale swamps the anchor); 'denoiser' w = (1 - t)^2 measures the residual in
+          simplex units, (1 - t) d/dt X - sg[delta_{t,t}(X) - X], with the same minimiser.
   none    anchor only (a plain VFM flow; the flow_map sampler is then not distilled).
 
 Samplers:
@@ -50,43 +51,21 @@ Samplers:
   randomized  seed 004's randomized sampler (base.randomized_steps) on the anchor: at t_k draw
             x_1 ~ delta_{t_k,t_k}(x) per position, then x <- I_{t_{k+1}} with fresh noise x_0; the
             last call's delta is decoded (`decode`, default a draw). nfe calls on a uniform grid
-            to `t_end`. No flow map: it spends NFE as a denoiser-only sampler does, and no error
-            of one step rides along the trajectory, which the euler flow of the same anchor
-            carries to the end.
+            to `t_end`. No error of one step rides along the trajectory, as it does in the euler
+            flow of the same anchor (and in the map distilled from that flow).
   consistency  multistep consistency sampling (Song et al., arXiv 2303.01469, Algorithm 1) with
             the map to the data end: at grid time t_j read the endpoint x_1 = argmax
-            delta_{t_j,1}(x) (`read`: or a draw), then x <- I_{t_{j+1}} = (1 - t_{j+1}) x_0' +
-            t_{j+1} e_{x_1} with fresh noise x_0'; the last endpoint is decoded (`decode`). Grid:
-            t_0 = 0, then k - 1 times evenly from `t_first` to `t_last` (k = nfe; k = 2: t_first
-            only). With the exact map every grid samples the data (X_{0,1}(x_0) already does, and
-            a re-noised sample is a path sample); with a trained one each restart re-reads the map
-            from a fresh path state, so its error does not ride along as in the flow_map sampler.
-            At 8000 passes (nfe_sweep), mean of 2 seeds, gen PPL (entropy; data 3.06) at NFE 2 / 4
-            / 8: t_first 0.6, t_last 0.8 (defaults) 272 (2.72) / 167 (2.86) / 115 (2.98); t_first
-            0.7 170 (2.53) / 107 (2.67) / 77 (2.87); the flow_map sampler scores 353 / 472 at NFE
-            2 / 4. The argmax read trades entropy for gen PPL (a draw at NFE 4: 358, entropy 3.05);
-            reads at t >= 0.8 leave the sample unchanged (the map's endpoint is settled there).
-            Nucleus reads (`read: sample`, `read_top_p`) move that frontier: at NFE 4, t_first 0.7,
-            top_p 0.3 / 0.4 score 130 (2.83) / 143 (2.90) (mean of 3 seeds), 0.5 154 (2.95; 2
-            seeds), against 182 at entropy 2.90 for argmax reads on the best grid (a probe drawing
-            at temperature 0.5 instead, not a parameter: 146 at 2.90). nfe_sweep's rows: top_p 0.4
-            149 (2.89) at NFE 4, 93.1 (2.95) at NFE 8. Reads packed closer (t_first 0.7, t_last
-            0.75) move it further: at NFE 4, top_p 0.4 132.1 (2.915), mean of 8 sampling seeds
-            (per seed 124-141, entropy 2.900-2.927; nfe_sweep's row, seed 0: 139.5 (2.910)),
-            against 140.8 (2.892) with t_last 0.8; top_p 0.35 126.3 (2.900, 3 seeds; the row 134.9
-            (2.898)); t_last 0.85 or t_first 0.75 read later and lose (164 / 196), t_first 0.65 or
-            all three at 0.7 lose entropy's worth in gen PPL (153 at 2.95 / 182). With 2048 samples
-            (nfe_sweep's rows labelled samples=2048; their first 256 are the 256-sample row's):
-            top_p 0.4 133.7 (2.910), top_p 0.35 131.1 (2.893), t_last 0.8 143.5 (2.889); mdlm's
-            NFE 64 27.5. The last decode barely matters: the endpoint is settled at t_last.
+            delta_{t_j,1}(x) (`read`: or a draw, nucleus-filtered by `read_top_p`), then
+            x <- I_{t_{j+1}} = (1 - t_{j+1}) x_0' + t_{j+1} e_{x_1} with fresh noise x_0'; the last
+            endpoint is decoded (`decode`). Grid: t_0 = 0, then k - 1 times evenly from `t_first`
+            to `t_last` (k = nfe; k = 2: t_first only). With the exact map every grid samples the
+            data (X_{0,1}(x_0) already does, and a re-noised sample is a path sample); with a
+            trained one each restart re-reads the map from a fresh path state.
   euler     the diagonal flow dx/dt = b_t(x) solved by `solver` on a uniform grid to `t_end`,
             nfe velocity calls (flowbench.families.ode); read-out: argmax of the final state.
             heun and rk4 evaluate b at t_end, so they need t_end < 1.
-  Every sampler takes `input_precision`: the network's softmax input and evidence head (float32
-  in training) run in float32 (default) or float64 for the sampler's calls. On nfe_sweep's model
-  (trained with float64 maps) float32 drew the float64 samples token for token on all 20
-  flow_map and consistency rows, at about a tenth less time per call at batch 256
-  (docs/performance.md).
+  Every sampler takes `input_precision`: the network's softmax input and evidence head run in
+  float32 (default, as in training) or float64 for the sampler's calls.
 
 Oracle. evidence(x, t)[v] = log N(x; t e_v, (1 - t)^2 I) = t x_v / (1 - t)^2 + const(x, t), and
 D_t = exp(corpus.posterior(evidence)). For s < t the oracle integrates the diagonal flow from s
@@ -101,69 +80,10 @@ log delta_{s,t} = log(((1 - s) X_{s,t}(x) - (1 - t) x)/(t - s)), clamped at the 
 (for s = t: log D_s(x)). Composition is exact on nested grids, so the oracle obeys the semigroup
 identity to rounding when (u - s) and (t - u) are multiples of 1/steps_per_unit.
 
-Recipe (defaults set by measurement; README "Recipe ingredients"). `evidence_head` on: logits =
+Recipe defaults (each chosen by measurement, docs/families.md): `evidence_head` on (logits =
 network + t x_s / (1 - s)^2 at the state's time s, so delta_{s,s} with a zero network is the
-single-position posterior. gen PPL (entropy) at NFE 1 / 4 / 16 and randomized 64
-(suites/recipe_ablation.yaml: L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge; mdlm at
-the same budget: 368 at NFE 64): defaults 61827 (0.00: the NFE-1 map, distilled for only half the
-budget, still collapses) / 6470 (3.01) / 6845 (3.10) / 6807; without the evidence head 11624 /
-12387 / 11659 / 7940; without the softmax input 27502 (0.39) / 8680 / 8802 / 8551; distilled from
-the first step (distill_start 0) 11171 / 12342 / 11243 / 11008.
-`precondition: softmax` and `distill_start: 0.5` (defaults): with the raw Gaussian input and
-distillation from the first step the anchor never learnt context: cross-entropy of delta_{t,t}
-on validation data at t = 0.7 / 0.8, 500 to 8000 passes alike, 2.52 / 0.405 against 2.48 / 0.39
-for the context-free posterior (unigram x evidence) and 1.07 / 0.07 exact, and gen PPL stayed at
-8700-10700 for every NFE. The linear embedding of x_s sees N(0, (1 - t)^2 I_V) noise of about
-sqrt(V) times the signal's norm; read through softmax(kappa_s x_s), 1000 anchor-only steps
-reach 2.18 / 0.26 (a fifth and two fifths of what context is worth), with the raw input 2.48 /
-0.40. Distillation then starts from an anchor that reads context (FLM's order: the flow first,
-then the map).
-`time` (anchor times) stays uniform: logit_normal(loc 0.75, scale 0.7), which puts most anchor
-batches in t = 0.5-0.85 where the exact and context-free cross-entropies part, raised the share
-of context captured at t = 0.5 / 0.6 / 0.7 / 0.8 from 0.04 / 0.15 / 0.35 / 0.45 to 0.15 / 0.30 /
-0.43 / 0.46 at 2000 passes, but gen PPL only by about 4% (NFE 4 5123 -> 4920, randomized 64
-4673 -> 4536; both before the turn), and at 8000 passes (nfe_sweep's budget, seed 0) it is worse
-everywhere: randomized 256 100 against 62.6, consistency NFE 4 (t_first 0.7, top_p 0.4) 219 (2.90)
-against 149 (2.89), the NFE-1 map 452 against 265. At 8000 passes (nfe_sweep) the anchor
-captures 0.50 / 0.52 / 0.70 / 0.88 with uniform times; the euler flow of that anchor scores 325
-at NFE 32 and its randomized sampler 128 / 89 / 63 at NFE 64 / 128 / 256: the deterministic flow
-(and the flow map distilled from it) carries each step's error to the end, which bounds the
-few-step samplers.
-`end_prob` stays 0.25: 0.5 (more semigroup batches on the maps to t = 1, the ones the few-step
-samplers read) scored worse at 8000 passes, seed 0: consistency NFE 4 (t_first 0.7, argmax reads)
-130 (2.70) against 109 (2.66), the NFE-1 map 322 against 265, and randomized 256 78 against 63
-although the two runs differ only in their last 1500 steps, a spread that single-seed probes of
-a 10% effect cannot resolve.
-Training seeds (suites/flow_map_seeds.yaml: nfe_sweep's budget, seeds 0, 1, 2): seed 1's anchor
-does not turn. Its validation cross-entropy stalls at 3.18 from step 2000 to 4000 (seeds 0 and 2:
-3.07 and 3.03 at step 4000) and every sampler stays at word frequencies (randomized 256 4225,
-consistency NFE 4 3750-3950, the NFE-1 map 10069). Seeds 0 / 2: randomized 256 62.6 / 38.7;
-consistency NFE 4 (t_first 0.7, t_last 0.75) top_p 0.4 139.5 (2.910) / 139.6 (2.979), top_p 0.35
-134.9 (2.898) / 134.6 (2.970); the NFE-1 map 265 / 422. The recipe turns at this budget on two
-seeds of three. Seed 1's first 4000 steps again with anchor times focused on the band (the
-anchor's cross-entropy under uniform times at step 4000): logit_normal(loc 0.6, scale 1) 3.070,
-logit_normal(0.75, 0.7) 3.085, against 3.174 with uniform times: focused times make that seed
-turn. Trained to 8000 passes with logit_normal(loc 0.6, scale 1) the turn is no more reliable:
-seed 1 learns (randomized 256 121, consistency NFE 4 top_p 0.35 209 (2.88), the NFE-1 map 404),
-seed 0 loses most of its quality (175, 418 (2.93), 653 against 62.6, 134.9, 265 with uniform
-times) and seed 2 does not turn at all (randomized 256 2273, against 38.7). With uniform times a
-fourth seed (3) turns (randomized 256 57.4, consistency NFE 4 top_p 0.35 188 (2.94), the NFE-1
-map 634): three of four. So uniform times stay the default. Milder focus does not turn seed 1
-either (its anchor at step 4000): logit_normal(0.5, 1.4) 3.171; half of each batch uniform,
-half logit_normal(0.6, 1) 3.177.
-What decides the stall is the initial weights, not the data order or the noise: the anchor at
-step 2000 (seed 1's own run 3.19; seeds 0 / 2 / 3 3.14 / 3.09 / 3.10) with seed 1's weights and
-seed 0's batches and noise 3.21, with seed 0's weights and seed 1's batches 3.12. No single part
-carries it: seed 1's weights with seed 0's embedding and head, or blocks, or time embedding, all
-stall (3.19); with seed 0's embedding, head and blocks together (seed 1's time embedding) the
-anchor turns (3.12). Nor the scheme or the schedule: on seed 1, xavier-uniform (DiT's) or
-normal(0, 0.02) (GPT-2's) linear weights 3.19 / 3.23, attention gates opened at the start
-(adaLN gate bias 1) 3.19, learning rate 1e-3 3.19, warmup 1000 steps 3.20: at this size (d = 64 x
-3 layers, 4 heads) whether context is picked up by step 4000 is a draw of the initialisation.
-How often it fails, over eight seeds (the anchor at step 3000; seeds 0 / 1 from their runs): 3.09,
-3.18, 3.06, 3.07, 3.20, 3.11, 3.08, 3.18 for seeds 0-7: four turn by then (0, 2, 3, 6), one is
-slower (5) and three sit on the plateau (1, 4, 7). Focused anchor times (logit_normal(0.6, 1))
-on two of those: seed 4 stays (3.20), seed 7 moves (3.14 against 3.18).
+single-position posterior), `precondition: softmax`, `distill_start: 0.5`, uniform anchor times,
+`end_prob` 0.25.
 """
 from __future__ import annotations
 

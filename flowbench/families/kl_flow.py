@@ -1,5 +1,6 @@
 """KL-geodesic flow matching in logit space (Sevriugov & Oseledets 2024, arXiv 2411.16821;
-seed: 004_9295f9b677f44bb2.txt).
+seed: 004_9295f9b677f44bb2.txt). Measured behaviour, recipe ablations and failure modes:
+docs/families.md.
 
 Tokens and path. A clean token v is the beta-smoothed one-hot x_1(v) = (1 - beta) e_v + beta / V.
 The path between a noise point x_0 and x_1 is the KL geodesic of the simplex, i.e. a straight
@@ -13,15 +14,18 @@ additive constant, so the state is kept as *centered* logits l - mean_v(l) (a bi
 its centered log-probabilities). Centered, l_1(v) = Delta (e_v - 1/V), Delta = log(1 + (1 - beta) V / beta).
 
 Denoiser. BackboneSpec(cond='t', input='simplex'): the network reads x_t = softmax(l_t) (the
-seed's simplex point; `input='logits'` feeds the centered l_t instead) and t (B,), and outputs
-logits of P_theta(x_1^i | x_t, t), trained by cross-entropy with t ~ U[0, 1) (stratified over the
-batch). Its expected target gives the flow velocity (seed, mechanism 1):
+seed's simplex point; `input='logits'` feeds the centered l_t instead, which a narrow backbone
+reads worse) and t (B,), and outputs logits of P_theta(x_1^i | x_t, t), trained by cross-entropy
+with t drawn by `time` (default U[0, 0.4], KL-Flow's `max_t`: tokens are decided by t ~ 0.3 at
+beta = 0.01, V = 256), stratified over the batch. Its expected target gives the flow velocity
+(seed, mechanism 1):
 
     l1_hat = E[l_1 | x_t] = Delta (p_theta - 1/V),      v(l_t, t) = (l1_hat - l_t) / (1 - t).
 
-Samplers, on the uniform grid t_k = k t_end / K; the output is decoded from the denoiser's last
-output (`decode`: 'sample' draws x_1 from it, the default, so that NFE 1 samples the marginals
-instead of repeating their mode; 'argmax' takes its mode):
+Samplers, on the uniform grid t_k = k t_end / K (t_end None: the top of the training times); the
+output is decoded from the denoiser's last output (`decode`: 'sample' draws x_1 from it, the
+default, so that NFE 1 samples the marginals instead of repeating their mode; 'argmax' takes its
+mode):
     ode          integrate v from l_0 with `solver` (euler | midpoint | heun | rk4, see
                  flowbench/families/ode.py); K = nfe / stages.
     randomized   at t_k: draw x_1 ~ P_theta(. | x_{t_k}), draw fresh noise l_0 and set
@@ -31,10 +35,8 @@ instead of repeating their mode; 'argmax' takes its mode):
                  equal nfe (ValueError when none does). t_star = 1 is `ode`, t_star = 0 `randomized`.
 
 Time horizon: v is singular at t = 1. Euler and midpoint never evaluate it there, so t_end = 1
-is the default; heun and rk4 evaluate the end of each step and need t_end < 1 (e.g. 0.999) when
-their ode part reaches t = 1. The grid is uniform in t (no reparameterisation): with the exact
-denoiser on the embedded language, a grid t_k = (k / K)^2 crowding the early times where tokens
-are decided changed the ode sampler's NLL by under 0.03 nats at NFE 16.
+is allowed; heun and rk4 evaluate the end of each step and need t_end < 1 (e.g. 0.999) when
+their ode part reaches t = 1. The grid is uniform in t (no reparameterisation).
 
 Evidence (oracle mode). With P = I - 11^T / V the centering map and y = P l_t the observed state,
 y = (1 - t) P l_0 + t Delta P e_v, and P l_0 is a Gaussian N(0, sigma^2 P) on the sum-zero plane.
@@ -44,37 +46,10 @@ Its log-density there, dropping terms free of v (||P e_v||^2 = 1 - 1/V for every
 
 linear in y: a per-position constant added to the logits shifts ev by a v-free constant, which
 is why log x_t (the network input's log) serves as well as l_t; it is centered anyway. The oracle
-returns the exact log posterior as denoiser logits (the default `Family.oracle_model`).
+returns the exact log posterior as denoiser logits (the default `Family.oracle_model`); with
+`evidence_head` (default) the network's logits are added to ev (base.EvidenceHead).
 
-Defaults. beta = 0.01 (the seed's). t_star = 0.3 (the seed found 0.28 on Fine Web). On
-hmm_language (L = 32, n = 512, exact denoiser, entropy rate 2.89 nats/token) pure ode is best:
-at NFE 8 / 16 / 32 ode gives 3.37 / 3.12 / 3.01, hybrid(0.3) 3.44 / 3.20 / 3.02 and randomized
-4.62 / 3.57 / 3.09; hybrid(0.25) is far worse at low NFE (4.64 at NFE 8: on the grid k/8 it
-switches one step earlier, while tokens are still undecided). Input 'probs' beats 'logits' with
-the d = 64 backbone (validation loss 0.99 after 1000 steps vs 1.20 after 1500 with 'logits'):
-a linear map of 256 noisy logits to 64 dimensions drowns the one raised coordinate.
-
-Learning error. With the exact denoiser the samplers reach the entropy rate; a trained one
-(3000 steps, d = 64 x 3, rotary positions) does not: its cross-entropy matches the exact one
-outside t in [0.1, 0.3] and lags by up to 1.5 nats inside, the band where tokens are decided and
-where the exact posterior pools weak evidence from every position. Variants measured at 1500 steps,
-not kept: adding the exact per-position evidence to the network's logits and feeding it the
-single-site posterior softmax(ev) lowered the validation loss from 0.97 to 0.85 but left the ode
-samples at 8.3-8.6 nats/token at NFE 32 (9.0 without them), at 1.75x the training time;
-scaling the simplex input by V changed nothing; drawing half of each batch's times from the band
-[0.05, 0.4) gave 8.88 against 8.94 nats/token at NFE 128.
-
-Recipe (defaults set by measurement; README "Recipe ingredients"). `evidence_head` (logits =
-network + ev above, base.EvidenceHead) and `time` = U[0, 0.4] (KL-Flow's `max_t`: tokens are
-decided by t ~ 0.3 at beta = 0.01, V = 256); the samplers then run on [0, 0.4] and decode the
-denoiser there (`t_end` None). gen PPL ode / randomized at NFE 64 (suites/recipe_ablation.yaml:
-L = 32, d = 64 x 3, 1000 passes, 256 samples, exact judge; mdlm at the same budget: 368 at NFE
-64): plain 8721 / 7585; t in [0, 0.4] only 7247 / 6218; evidence head only 9128 / 8995; both (the
-defaults) 6760 / 6011. An earlier run put both + self_cond 0.5 at 5386 against 4061 for both
-(750 steps at equal compute). Where it still lags, cross-entropy per t on validation data, both ingredients, 1000
-steps: t = 0.10 exact 3.77 / context-free (unigram x evidence) 4.30 / network 4.20; t = 0.15
-2.10 / 3.41 / 3.12; t = 0.20 0.82 / 2.20 / 1.69: the network has learnt a fraction of what
-context is worth in the band.
+Defaults. beta = 0.01 (the seed's). t_star = 0.3 (the seed found 0.28 on Fine Web).
 """
 from __future__ import annotations
 
