@@ -84,10 +84,11 @@ def readme_block(results: str | Path) -> str:
     csv = leaderboard_csv(results)
     df = load(csv)
     folder = csv.parent
-    try:  # the README names the folder as the reader's checkout does
-        folder = folder.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        pass
+    if folder.is_absolute():  # the README names the folder as the reader's checkout does
+        try:
+            folder = folder.relative_to(Path.cwd().resolve())
+        except ValueError:
+            pass
     floor = pd.to_numeric(df["gen_ppl_floor"], errors="coerce").where(df["num_samples"] == df["num_samples"].mode().iloc[0])
     seeds = pd.to_numeric(df["seed"], errors="coerce").nunique()
     out = []
