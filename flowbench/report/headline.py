@@ -94,8 +94,8 @@ def readme_block(results: str | Path) -> str:
     out = []
     stale = folder / "STALE"
     if stale.is_file():
-        out += [f"**These numbers are stale**: `{folder.as_posix()}/STALE` says why "
-                f"({stale.read_text().strip()}).", ""]
+        out += [f"**These numbers are stale** (`{folder.as_posix()}/STALE`): {stale.read_text().strip()}. "
+                "Regenerating this table after the recomputation drops this note.", ""]
     out += [headline_table(df), "",
             f"Gen PPL under the `{df['judge'].mode().iloc[0]}` judge, {int(df['num_samples'].mode().iloc[0])} samples, "
             f"trained denoisers at their default sampler settings"
