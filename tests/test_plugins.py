@@ -59,7 +59,7 @@ def installed_package(site: Path) -> None:
 def test_families_from_a_folder_and_an_entry_point_train_in_two_workers(tmp_path):
     mine = tmp_path / "my_families"  # outside the package
     mine.mkdir()
-    shutil.copy(ROOT / "examples" / "my_families" / "maskgit.py", mine)  # the README's example
+    shutil.copy(ROOT / "examples" / "my_families" / "maskgit.py", mine)  # docs/plugins.md's example
     (mine / "tiny_corpus.py").write_text(TINY_CORPUS)
     site = tmp_path / "site"
     installed_package(site)
