@@ -3,6 +3,7 @@ true data, every row with its intervals) and seaborn PNGs beside it; `merge` joi
 
     python -m flowbench report results/<suite>      (also run at the end of `run`)
     python -m flowbench leaderboard results/a results/b --out results/combined.csv
+    python -m flowbench report results/reference/nfe_sweep --readme README.md   (headline.py)
 """
 from __future__ import annotations
 
