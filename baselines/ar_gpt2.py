@@ -21,7 +21,8 @@ from transformers import DynamicCache
 
 from flowbench.config import BackboneConfig
 from flowbench.gpt2 import GPT2, gpt2_config
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical
+from flowbench.backbone import BackboneSpec
+from flowbench.families.base import Family, Params, SamplerParams, sample_categorical
 from flowbench.registry import FAMILIES
 
 

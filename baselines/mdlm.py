@@ -35,7 +35,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, time_grid
+from flowbench.backbone import BackboneSpec
+from flowbench.families.base import Family, Params, SamplerParams, sample_categorical, time_grid
 from flowbench.registry import FAMILIES
 
 

@@ -18,13 +18,32 @@ otherwise simplex families would add their residuals in bf16 and token families 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from flowbench.config import BackboneConfig
-from flowbench.families.base import BackboneSpec
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a family needs from the shared backbone.
+
+    causal:       causal attention mask (else bidirectional).
+    cond:         'none', 't' or 'st' (adaLN conditioning on nothing, t, or (s, t)).
+    input:        'tokens' (ids, with `extra_tokens` ids after the vocabulary, e.g. a mask)
+                  or 'simplex' (an L x V float input through a linear map: probabilities or logits).
+    self_cond:    the network also reads its previous estimate of x_1 (`x1_hat=`, (B, L, V)).
+    """
+
+    causal: bool = False
+    cond: Literal["none", "t", "st"] = "none"
+    input: Literal["tokens", "simplex"] = "tokens"
+    extra_tokens: int = 0
+    self_cond: bool = False
 
 
 def timestep_frequencies(dim: int, max_period: float = 10_000.0) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from flowbench.backbone import Backbone, BackboneSpec
 from flowbench.config import BackboneConfig
 
 
@@ -26,9 +27,6 @@ class BareStep:
 
     def __init__(self, config: BackboneConfig, *, batch_size: int, seq_len: int, vocab_size: int,
                  device: torch.device | str = "cpu"):
-        from flowbench.backbone import Backbone
-        from flowbench.families.base import BackboneSpec
-
         self.device = torch.device(device)
         self._rng_devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=self._rng_devices):

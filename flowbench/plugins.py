@@ -25,6 +25,7 @@ from pathlib import Path
 INCLUDE_ENV = "FLOWBENCH_INCLUDE"
 GROUPS = {"families": "flowbench.families", "corpora": "flowbench.corpora",
           "judges": "flowbench.judges", "metrics": "flowbench.metrics"}
+_includes_loaded = False  # set by load_includes: the registry has loaded the included paths
 
 
 class PluginError(RuntimeError):
@@ -45,9 +46,7 @@ def include(paths: list[str | Path]) -> list[Path]:
         resolved.append(path)
     current = included()
     os.environ[INCLUDE_ENV] = os.pathsep.join(str(p) for p in dict.fromkeys([*current, *resolved]))
-    from flowbench import registry
-
-    if registry.is_loaded():  # a late include (e.g. a second command in one process)
+    if _includes_loaded:  # a late include (e.g. a second command in one process)
         for path in resolved:
             load_path(path)
     return resolved
@@ -87,6 +86,10 @@ def load_path(path: Path) -> None:
 
 
 def load_includes() -> None:
+    """Load the recorded paths (the registry calls this once, after its built-ins); a path
+    `include`d later is loaded at once."""
+    global _includes_loaded
+    _includes_loaded = True
     for path in included():
         if not path.exists():
             raise PluginError(f"{INCLUDE_ENV}: {path} does not exist")

@@ -14,6 +14,8 @@ import difflib
 import importlib
 from typing import Callable, Generic, TypeVar
 
+from flowbench import plugins
+
 T = TypeVar("T")
 
 # Modules whose import registers the built-in entries (each a plain module; one line per new one).
@@ -88,10 +90,6 @@ METRICS: Registry = Registry("metric")
 _loaded = False
 
 
-def is_loaded() -> bool:
-    return _loaded
-
-
 def load_builtins() -> None:
     """Import the built-in modules once (a module not written yet is skipped), then the entries
     from outside the package: entry points, and the paths given to `--include`."""
@@ -105,8 +103,6 @@ def load_builtins() -> None:
         except ModuleNotFoundError as err:
             if err.name != mod:  # a missing dependency inside a module is a real error
                 raise
-    from flowbench import plugins
-
     plugins.load_entry_points({"families": FAMILIES, "corpora": CORPORA, "judges": JUDGES,
                                "metrics": METRICS})
     plugins.load_includes()

@@ -26,7 +26,8 @@ from flowbench.allocator import retain_freed_memory
 from flowbench.backbone import Backbone
 from flowbench.bench.measure import RecordedCalls, calls_per_run, time_call
 from flowbench.config import BackboneConfig
-from flowbench.families.base import BackboneSpec, sample_categorical
+from flowbench.backbone import BackboneSpec
+from flowbench.families.base import sample_categorical
 from flowbench.families.dirichlet_flow import dirichlet_draws, log_dirichlet
 
 

@@ -2,9 +2,8 @@
 import pytest
 import torch
 
-from flowbench.backbone import Backbone, rotary_tables, rotate
+from flowbench.backbone import Backbone, BackboneSpec, rotary_tables, rotate
 from flowbench.config import BackboneConfig
-from flowbench.families.base import BackboneSpec
 
 
 def test_rotary_scores_depend_only_on_the_offset():

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical
+from flowbench.backbone import BackboneSpec
+from flowbench.families.base import Family, Params, SamplerParams, sample_categorical
 from flowbench.registry import FAMILIES
 
 

@@ -1,4 +1,5 @@
-"""The interface every family implements, and what it declares about its backbone.
+"""The interface every family implements; what it needs from the backbone it declares as a
+`BackboneSpec` (flowbench/backbone.py).
 
 Time convention for the whole project (docs/conventions.md): x_0 is noise, x_1 is data,
 t runs from 0 (noise) to 1 (data). A family whose paper uses the other direction converts
@@ -13,28 +14,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
+from flowbench.backbone import Backbone, BackboneSpec
 from flowbench.config import BackboneConfig
 
 # log p(x_1^i = v | evidence) for every position and clean token: (B, L, V) -> (B, L, V)
 Posterior = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What a family needs from the shared backbone.
-
-    causal:       causal attention mask (else bidirectional).
-    cond:         'none', 't' or 'st' (adaLN conditioning on nothing, t, or (s, t)).
-    input:        'tokens' (ids, with `extra_tokens` ids after the vocabulary, e.g. a mask)
-                  or 'simplex' (an L x V float input through a linear map: probabilities or logits).
-    self_cond:    the network also reads its previous estimate of x_1 (`x1_hat=`, (B, L, V)).
-    """
-
-    causal: bool = False
-    cond: Literal["none", "t", "st"] = "none"
-    input: Literal["tokens", "simplex"] = "tokens"
-    extra_tokens: int = 0
-    self_cond: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,8 +125,6 @@ class Family:
         raise NotImplementedError
 
     def build_backbone(self, config: BackboneConfig) -> nn.Module:
-        from flowbench.backbone import Backbone
-
         return Backbone(spec=self.backbone_spec(), config=config, vocab_size=self.vocab_size,
                         seq_len=self.seq_len)
 

@@ -68,7 +68,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, sample_categorical, time_grid
+from flowbench.backbone import BackboneSpec
+from flowbench.families.base import Family, Params, SamplerParams, sample_categorical, time_grid
 from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
 

@@ -72,7 +72,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from flowbench.families.base import (BackboneSpec, Family, Params, StatePrecision, randomized_steps,
+from flowbench.backbone import BackboneSpec
+from flowbench.families.base import (Family, Params, StatePrecision, randomized_steps,
                                      sample_categorical)
 from flowbench.families.ode import solve, steps_for
 from flowbench.registry import FAMILIES

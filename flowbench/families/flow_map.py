@@ -98,7 +98,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from flowbench.config import BackboneConfig
-from flowbench.families.base import (BackboneSpec, Family, Params, SamplerParams, TrainingPhase,
+from flowbench.backbone import BackboneSpec
+from flowbench.families.base import (Family, Params, SamplerParams, TrainingPhase,
                                      randomized_steps, sample_categorical, time_grid)
 from flowbench.families.ode import Solver, solve, steps_for
 from flowbench.families.time_sampling import TimeSampling

@@ -60,7 +60,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from flowbench.families.base import (BackboneSpec, Family, Params, SamplerParams, StatePrecision,
+from flowbench.backbone import BackboneSpec
+from flowbench.families.base import (Family, Params, SamplerParams, StatePrecision,
                                      randomized_steps, sample_categorical, time_grid)
 from flowbench.families.ode import STAGES, solve, steps_for
 from flowbench.families.time_sampling import TimeSampling

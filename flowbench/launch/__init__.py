@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flowbench.launch.job import LauncherError
+
 LAUNCHERS = ("local", "debug", "slurm")
-
-
-class LauncherError(ValueError):
-    pass
 
 
 def make_launcher(name: str, *, jobs: int, cluster: str | Path | None, out: Path):

@@ -23,6 +23,10 @@ class JobError(RuntimeError):
     pass
 
 
+class LauncherError(ValueError):
+    """A launcher asked for wrongly, or jobs that failed under it (one line)."""
+
+
 @dataclass(frozen=True)
 class JobPoint:
     index: int  # position in plan(suite, only=...)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import submitit
 
-from flowbench.launch import LauncherError
-from flowbench.launch.job import Job, run_job
+from flowbench.launch.job import Job, LauncherError, run_job
 from flowbench.launch.profile import ClusterProfile, load_profile
 from flowbench.trainer import Interrupted, request_stop
 

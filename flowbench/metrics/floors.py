@@ -85,8 +85,6 @@ def draw_indices(pool: int, n: int, draws: int, *, seed: int = 0) -> np.ndarray:
 
 
 def _compute(metric, samples, params: dict, *, n: int, draws: int) -> dict[str, float]:
-    from flowbench.metrics.base import Samples
-
     corpus, judge = samples.corpus, samples.judge
     available = corpus.available("test")
     cap = getattr(judge, "floor_pool", None) if metric.needs_judge else None
@@ -100,7 +98,8 @@ def _compute(metric, samples, params: dict, *, n: int, draws: int) -> dict[str, 
         return {}
     tokens = corpus.split("test", pool)
     nll, mask = judge.score(tokens) if metric.needs_judge else (None, None)
-    true = Samples(tokens=tokens, nll=nll, mask=mask, corpus=corpus, judge=judge, seed=samples.seed,
+    # the row's own Samples class (flowbench/metrics/base.py), holding true data
+    true = type(samples)(tokens=tokens, nll=nll, mask=mask, corpus=corpus, judge=judge, seed=samples.seed,
                    cache_dir=samples.cache_dir)
     stats = metric.stats(true, params)
     values = {c: [] for c in metric.floors}

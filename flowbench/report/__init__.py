@@ -9,20 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowbench.report.labels import ReportError, load
+from flowbench.report.labels import ReportError, leaderboard_csv, load
 from flowbench.report.merge import merge
 from flowbench.report.plots import all_figures
 from flowbench.report.tables import markdown
 
 __all__ = ["load", "write_report", "merge", "leaderboard_csv", "ReportError"]
-
-
-def leaderboard_csv(path: str | Path) -> Path:
-    path = Path(path)
-    csv = path / "leaderboard.csv" if path.is_dir() else path
-    if not csv.is_file():
-        raise ReportError(f"no leaderboard at {path} (expected a results folder or its leaderboard.csv)")
-    return csv
 
 
 def write_report(path: str | Path) -> Path:

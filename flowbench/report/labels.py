@@ -19,6 +19,15 @@ class ReportError(ValueError):
     """A path that holds no leaderboard, or a leaderboard the report cannot read (one line)."""
 
 
+def leaderboard_csv(path: str | Path) -> Path:
+    """The leaderboard.csv of a results folder, or the CSV file given."""
+    path = Path(path)
+    csv = path / "leaderboard.csv" if path.is_dir() else path
+    if not csv.is_file():
+        raise ReportError(f"no leaderboard at {path} (expected a results folder or its leaderboard.csv)")
+    return csv
+
+
 def load(csv_path: str | Path) -> pd.DataFrame:
     """The leaderboard's current rows with `config` (family, sampler and every parameter that
     varies), `setting` (config, plus oracle, training budget and sample count where they vary),

@@ -7,11 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from flowbench.leaderboard import COLUMNS
+from flowbench.report.labels import leaderboard_csv
 
 
 def merge(paths: list[str | Path], out: str | Path) -> Path:
-    from flowbench.report import leaderboard_csv
-
     frames = [pd.read_csv(leaderboard_csv(p), dtype=str, keep_default_na=False) for p in paths]
     df = pd.concat(frames, ignore_index=True)
     replaced = set(df.get("supersedes", pd.Series(dtype=str))) - {""}
