@@ -257,8 +257,8 @@ def _report_commands(args) -> int:
         else:
             import json
 
-            from flowbench.runner import cache_root
             from flowbench.score import score_file
+            from flowbench.worker import cache_root
 
             row = score_file(args.samples, corpus_spec=args.corpus, judge=args.judge, seed=args.seed,
                              cache_dir=cache_root(), text=args.text)

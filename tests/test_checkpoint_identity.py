@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowbench import runner
+from flowbench import worker
 from flowbench.config import load_suite
 from flowbench.plan import ModelSpec, make_corpus, plan
-from flowbench.runner import checkpoint_path, train_model
 from flowbench.trainer import CheckpointError, atomic_save, load_checkpoint
+from flowbench.worker import checkpoint_path, train_model
 
 SMOKE = Path(__file__).parents[1] / "suites" / "smoke.yaml"
 
@@ -49,8 +49,8 @@ def test_another_models_checkpoint_is_refused_on_every_load(points, done, other,
     assert f"differ in {differ}" in message  # says how
     if done:  # evaluation loads the checkpoint itself
         suite = wanted.suite
-        corpus = make_corpus(suite, cache_dir=runner.cache_root())
-        refused(lambda: runner.evaluate(points[other], corpus=corpus, judge=None, device=torch.device("cpu"),
+        corpus = make_corpus(suite, cache_dir=worker.cache_root())
+        refused(lambda: worker.evaluate(points[other], corpus=corpus, judge=None, device=torch.device("cpu"),
                                         suite=suite),
                 path=checkpoint_path(wanted), saved=mdlm, wanted=wanted)
     assert load_checkpoint(checkpoint_path(wanted))["meta"]["label"] == mdlm.label  # left as it was

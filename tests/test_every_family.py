@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from flowbench.config import BackboneConfig
 from flowbench.registry import FAMILIES
-from flowbench.runner import CallCounter
+from flowbench.worker import CallCounter
 
 
 @pytest.mark.parametrize("name", FAMILIES.names())

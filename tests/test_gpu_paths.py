@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import flowbench.runner as runner
-from flowbench.launch.local import LocalLauncher
 from flowbench.config import BackboneConfig, load_suite
 from flowbench.families.base import Family
+from flowbench.launch.local import LocalLauncher
 from flowbench.plan import plan
 from flowbench.registry import FAMILIES
+from flowbench.worker import PeakMemory
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ROOT = Path(__file__).parents[1]
@@ -115,7 +116,7 @@ def test_cuda_peak_memory_leaves_out_what_was_live_before(monkeypatch):
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=state["allocated"]))
     state["peak"] = 4000 * mb  # an earlier row's peak
-    memory = runner.PeakMemory(torch.device("cuda"))
+    memory = PeakMemory(torch.device("cuda"))
     state["peak"] = 1500 * mb + 120 * mb  # this row's network and sampling
     assert memory.mb() == 120
 

@@ -10,8 +10,10 @@ import torch
 from flowbench.__main__ import main
 from flowbench.config import load_suite
 from flowbench.plan import plan
-from flowbench.runner import checkpoint_path, load_checkpoint, row_key_function, run_suite, train_model
+from flowbench.runner import run_suite
 from flowbench.samples import load_ids, samples_path
+from flowbench.trainer import load_checkpoint
+from flowbench.worker import checkpoint_path, row_key_function, train_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

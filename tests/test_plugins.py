@@ -102,7 +102,7 @@ from flowbench.config import load_suite
 from flowbench.plan import plan
 from flowbench.plugins import include
 from flowbench.registry import METRICS
-from flowbench.runner import row_key_function
+from flowbench.worker import row_key_function
 
 include(sys.argv[2:])
 suite = load_suite(sys.argv[1])

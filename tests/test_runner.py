@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowbench import runner, trainer
+from flowbench import trainer
 from flowbench.__main__ import main
 from flowbench.config import SuiteError, load_suite
 from flowbench.plan import plan
 from flowbench.report import write_report
 from flowbench.runner import run_suite
 from flowbench.samples import load_ids
+from flowbench.worker import training
 
 SMOKE = Path(__file__).parents[1] / "suites" / "smoke.yaml"
 
@@ -106,7 +107,7 @@ def test_training_killed_between_checkpoints_gives_the_same_leaderboard(tmp_path
         return trainer.train(family=family, checkpoint=checkpoint, **kw)
 
     monkeypatch.setenv("FLOWBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(runner, "train", dies_on_first_attempt)
+    monkeypatch.setattr(training, "train", dies_on_first_attempt)
     kills = 0
     while True:
         try:
@@ -206,7 +207,7 @@ def test_committed_reference_rows_are_the_rows_its_suite_plans(name):
     recompute the reference instead of finding it: the suite's planned keys are the committed ones."""
     from flowbench.leaderboard import current_rows
     from flowbench.compare import stale_reason
-    from flowbench.runner import row_key_function
+    from flowbench.worker import row_key_function
 
     root = Path(__file__).parents[1]
     suite = load_suite(root / "suites" / f"{name}.yaml")

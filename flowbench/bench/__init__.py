@@ -30,7 +30,7 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
     bench = load_bench(path)
     out = Path(out) if out else Path("results") / bench.name
     torch.set_num_threads(bench.threads)
-    torch.set_flush_denormal(True)  # as the runner's workers
+    torch.set_flush_denormal(True)  # as the job workers
     retain_freed_memory()           # as every command and worker (flowbench/allocator.py)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "bench.csv"
@@ -84,7 +84,7 @@ def render(csv: Path, *, plots: bool = True) -> None:
 
 
 def _stamp(bench: Bench) -> dict:
-    from flowbench.runner import git_sha
+    from flowbench.worker import git_sha
 
     return dict(weights="random init (cost does not depend on weights)", d_model=bench.backbone.d_model,
                 n_layers=bench.backbone.n_layers, n_heads=bench.backbone.n_heads, threads=bench.threads,

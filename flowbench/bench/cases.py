@@ -2,7 +2,7 @@
 
 Every network is randomly initialised: a forward's cost does not depend on the weights' values,
 so no training is needed to time sampling (the `weights` column says so). Sampling runs as the
-runner evaluates: under torch.inference_mode, in the backbone's float32 weights.
+worker evaluates: under torch.inference_mode, in the backbone's float32 weights.
 """
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ class Family:
     implements `evidence` (and `oracle_model` when its network predicts something other
     than clean-token logits).
 
-    `model(x, t=None, s=None)` is the network (or the oracle standing in for it); the runner
+    `model(x, t=None, s=None)` is the network (or the oracle standing in for it); the worker
     counts its calls, so a sampler's NFE is what it really spends.
     """
 

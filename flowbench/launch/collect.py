@@ -3,9 +3,8 @@
 Merging takes an exclusive lock on `<out>/.merge.lock`, reads the leaderboard's keys and appends
 the shard rows it lacks, so two collectors at once, or one killed half-way and started again,
 still leave every row exactly once. `run` holds `<out>/.run.lock` while it plans and launches:
-a second `run` on the same folder refuses in one line naming the lock. Training a model holds
-`<checkpoint>.lock` (`model_lock`): two runs that share a model (two suites, or a local run beside
-a Slurm job) train it once, the second waiting for the first's final checkpoint.
+a second `run` on the same folder refuses in one line naming the lock. (The lock a model holds
+while it trains is `model_lock`, flowbench/worker/checkpoints.py.)
 """
 from __future__ import annotations
 
@@ -17,14 +16,6 @@ from flowbench.locks import RunLockedError, locked  # noqa: F401 (RunLockedError
 
 def run_lock(out: Path):
     return locked(Path(out) / ".run.lock", wait=False)
-
-
-def model_lock(checkpoint: Path):
-    """Held while a model trains: a second trainer of the same checkpoint waits, then finds it done."""
-    def say(holder: str) -> None:
-        print(f"{checkpoint.stem}: being trained by pid {holder}; waiting for its checkpoint", flush=True)
-
-    return locked(checkpoint.with_suffix(".lock"), on_wait=say)
 
 
 def shard_rows(out: Path) -> dict[str, list[dict]]:

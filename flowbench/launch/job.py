@@ -63,7 +63,7 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
               threads: int | None = None) -> list[Job]:
     """Group pending points into jobs: one per trained model, one per family for the rest
     (oracle points); the longest training first."""
-    from flowbench.runner import _cost  # the runner's measure of training cost
+    from flowbench.worker.training import training_cost  # the families and the trainer: only where jobs are made
 
     groups: dict[str, list] = {}
     for p in pending:
@@ -75,7 +75,7 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
         jobs.append(Job(
             name=name, suite=str(Path(suite_path).resolve()), out=str(Path(out).resolve()),
             cache=str(Path(cache).resolve()), only=only, git_sha=git_sha, timestamp=timestamp,
-            trains=trains, cost=_cost(points[0].model) if trains else 0.0, threads=threads,
+            trains=trains, cost=training_cost(points[0].model) if trains else 0.0, threads=threads,
             points=tuple(JobPoint(index=index_of[id(p)], row_key=(k := key_of(p)), supersedes=replaced.get(k),
                                   label=describe(p)) for p in points)))
     return sorted(jobs, key=lambda j: j.cost, reverse=True)
@@ -105,20 +105,20 @@ def run_job(job: Job, *, position: int = 0, progress: bool = False) -> int:
 def _run_job(job: Job, *, position: int, progress: bool) -> int:
     import torch
 
-    from flowbench import runner
+    from flowbench import worker
     from flowbench.allocator import retain_freed_memory
     from flowbench.config import load_suite
     from flowbench.plan import make_corpus, plan
     from flowbench.registry import JUDGES, load_builtins
-    from flowbench.trainer import stop_if_requested
+    from flowbench.trainer import resolve_device, stop_if_requested
 
-    os.environ["FLOWBENCH_CACHE"] = job.cache  # runner.cache_root() of this process
+    os.environ["FLOWBENCH_CACHE"] = job.cache  # worker.cache_root() of this process
     retain_freed_memory()  # a spawned or cluster worker is a process of its own
     load_builtins()
     suite = load_suite(job.suite)
     points = plan(suite, only=job.only)
-    corpus = make_corpus(suite, cache_dir=runner.cache_root())
-    key_of = runner.row_key_function(suite, corpus=corpus)
+    corpus = make_corpus(suite, cache_dir=worker.cache_root())
+    key_of = worker.row_key_function(suite, corpus=corpus)
     mine = []
     for jp in job.points:
         if jp.index >= len(points) or key_of(points[jp.index]) != jp.row_key:
@@ -136,26 +136,26 @@ def _run_job(job: Job, *, position: int, progress: bool) -> int:
     if job.trains:
         spec = todo[0][0].model
         # the log says what a requeued job picked up
-        start = runner.load_trained(spec)["step"] if runner.checkpoint_path(spec).exists() else 0
+        start = worker.load_trained(spec)["step"] if worker.checkpoint_path(spec).exists() else 0
         print(f"job {job.name}: training from step {start}", flush=True)
-        trained = runner.train_model(spec, threads=threads, position=position, progress=progress,
+        trained = worker.train_model(spec, threads=threads, position=position, progress=progress,
                                      on_step=beat.train)
         beat.train(trained["step"], trained["step"], beat.state["train_seconds"])
     if not is_main_process():  # DDP: every rank trains, one evaluates
         return 0
-    device = runner.resolve_device(suite.eval.device)
-    judge = JUDGES.get(suite.eval.judge)(corpus=corpus, cache_dir=runner.cache_root(), device=device,
+    device = resolve_device(suite.eval.device)
+    judge = JUDGES.get(suite.eval.judge)(corpus=corpus, cache_dir=worker.cache_root(), device=device,
                                          **suite.eval.judge_params)
     board = Leaderboard(Path(job.out))  # its samples folder; rows go to the shard
     for point, jp in todo:
         stop_if_requested(f"job {job.name}, before {jp.label}")  # a notice: stop between rows
         t0 = time.perf_counter()
-        row, tokens = runner.evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
+        row, tokens = worker.evaluate(point, corpus=corpus, judge=judge, device=device, suite=suite)
         board.write_samples(jp.row_key, tokens, vocab_size=corpus.vocab_size)
         shard.append({**row, "suite": suite.name, "judge": suite.eval.judge,
                       "git_sha": job.git_sha, "row_key": jp.row_key,
                       "timestamp": job.timestamp, "supersedes": jp.supersedes,
-                      "versions": runner._json({c: v for c, (_, v) in point.components().items()})})
+                      "versions": worker.json_cell({c: v for c, (_, v) in point.components().items()})})
         beat.row(time.perf_counter() - t0)
     return len(todo)
 

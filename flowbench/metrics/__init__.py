@@ -7,8 +7,8 @@
                 default), GPT-2 Large or exact features
 
 `score_samples` is the one call that computes every column of a leaderboard row from its
-samples; the runner and `python -m flowbench score` both use it. Formulas and conventions:
-docs/metrics.md.
+samples; the worker's `evaluate` and `python -m flowbench score` both use it. Formulas and
+conventions: docs/metrics.md.
 """
 from __future__ import annotations
 

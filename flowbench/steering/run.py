@@ -2,7 +2,7 @@
 
     python -m flowbench steer suites/steering.yaml [--out DIR]   ->  DIR/leaderboard.csv
 
-The flow_map network is trained (or reused) exactly as `flowbench run` does (runner.train_model,
+The flow_map network is trained (or reused) exactly as `flowbench run` does (worker.train_model,
 cached under the model's key). Budgets: for each look-ahead NFE k the look-ahead costs
 4k - 1 backbone passes per sample with horizon 1, 4k with a horizon below 1 (the budget is the
 costlier of the suite's horizons); tangent gets ceil(budget / 3) steps and best-of-N
@@ -32,12 +32,12 @@ from flowbench.families.flow_map import FlowMap
 from flowbench.leaderboard import Leaderboard
 from flowbench.plan import make_corpus, plan
 from flowbench.registry import FAMILIES
-from flowbench.runner import CallCounter, cache_root, git_sha, load_trained, train_model
 from flowbench.steering.config import SteeringConfig, load_steering_suite
 from flowbench.steering.finetune import finetune
 from flowbench.steering.guidance import best_of_n, guided_sample, passes
 from flowbench.steering.rewards import REWARDS
 from flowbench.steering.target import TiltedTarget
+from flowbench.worker import CallCounter, cache_root, git_sha, load_trained, train_model
 
 VERSION = 1  # bump when a method or a score changes: it enters every row key
 COLUMNS = [

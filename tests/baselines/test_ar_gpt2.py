@@ -6,7 +6,7 @@ import torch
 import baselines.ar_gpt2 as ar
 from flowbench.config import BackboneConfig
 from flowbench.families.base import top_p_filter
-from flowbench.runner import CallCounter
+from flowbench.worker import CallCounter
 
 
 def test_kv_cache_decoding_matches_full_forward(monkeypatch):

@@ -5,7 +5,7 @@ import torch
 
 from baselines.mdlm import MDLM, AncestralParams, MDLMParams
 import flowbench.families.base as base
-from flowbench.runner import CallCounter
+from flowbench.worker import CallCounter
 
 
 def family(lang, **params):

@@ -5,7 +5,7 @@ import torch
 
 from baselines.mdlm import MDLM, AncestralParams, MDLMParams
 from flowbench.families.dfm import DFM, DFMParams, EulerParams
-from flowbench.runner import CallCounter
+from flowbench.worker import CallCounter
 
 
 def family(lang, **params):

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from flowbench.families.dirichlet_flow import (DirichletFlow, DirichletFlowParams, ODEParams, RandomizedParams,
                                                 TimeWarp, dirichlet_draws, gamma_draws, log_dirichlet,
                                                 time_grid)
-from flowbench.runner import CallCounter
+from flowbench.worker import CallCounter
 
 
 def family(lang, **params):

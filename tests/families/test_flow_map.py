@@ -5,7 +5,7 @@ import torch
 
 from flowbench.families.flow_map import EulerSamplerParams, FlowMap, FlowMapParams, FlowMapSamplerParams, jump
 from flowbench.families.ode import solve
-from flowbench.runner import CallCounter
+from flowbench.worker import CallCounter
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,7 +5,7 @@ import torch
 
 from flowbench.config import BackboneConfig
 from flowbench.families.kl_flow import HybridParams, KLFlow, KLFlowParams, ODEParams, RandomizedParams
-from flowbench.runner import CallCounter
+from flowbench.worker import CallCounter
 
 
 @pytest.fixture(autouse=True, scope="module")

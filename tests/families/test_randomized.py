@@ -7,7 +7,7 @@ from flowbench.families.base import randomized_steps
 from flowbench.families.dirichlet_flow import DirichletFlow, DirichletFlowParams
 from flowbench.families.dirichlet_flow import RandomizedParams as DirichletRandomized
 from flowbench.families.flow_map import FlowMap, FlowMapParams, RandomizedSamplerParams
-from flowbench.runner import CallCounter
+from flowbench.worker import CallCounter
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -55,7 +55,7 @@ def arm(where):
 
         Leaderboard.append = append_then_die
     elif where == "notice-mid-row":
-        from flowbench.runner import CallCounter
+        from flowbench.worker import CallCounter
 
         append, call = Leaderboard.append, CallCounter.__call__
         seen = {"rows": 0, "runs": 0}  # shard rows; sampling runs of the next row (warm-up, batches)

@@ -15,9 +15,10 @@ import yaml
 
 from flowbench.__main__ import main
 from flowbench.config import load_suite
-from flowbench.launch.collect import model_lock, run_lock
+from flowbench.launch.collect import run_lock
 from flowbench.plan import plan
-from flowbench.runner import checkpoint_path, load_checkpoint, run_suite, train_model
+from flowbench.runner import run_suite
+from flowbench.worker import checkpoint_path, model_lock, train_model
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
 SUITE = {

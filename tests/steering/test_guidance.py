@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from flowbench.families.flow_map import EulerSamplerParams, FlowMap, FlowMapParams, FlowMapSamplerParams
-from flowbench.runner import CallCounter
 from flowbench.steering.guidance import _reward_gradient, best_of_n, guided_sample, passes
 from flowbench.steering.rewards import TopicReward
 from flowbench.steering.target import TiltedTarget
+from flowbench.worker import CallCounter
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
