@@ -8,6 +8,9 @@ and relative forms are resolved. `import a.b` is an edge to `a.b` only: the pare
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -123,6 +126,41 @@ def test_no_import_circle():
 def test_no_private_name_imported():
     _, private = scan()
     assert not private, "imports of another module's private names:\n" + "\n".join(sorted(set(private)))
+
+
+def test_the_architecture_doc_names_real_modules_and_functions():
+    """Every `module.name` of docs/architecture.md resolves under flowbench, and every bare
+    `CamelCase` or `snake_case` name is defined in it, so a move or a rename updates the doc."""
+    text = (ROOT.parent / "docs" / "architecture.md").read_text()
+    source = "\n".join(p.read_text() for p in ROOT.rglob("*.py"))
+    missing = []
+    for token in sorted(set(re.findall(r"`([A-Za-z_][\w.]*)`", text))):
+        parts = token.split(".")
+        if token.startswith("_") or parts[-1] in ("md", "py", "csv", "yaml"):
+            continue
+        if len(parts) == 1:
+            if importlib.util.find_spec(f"{PACKAGE}.{token}") is not None:
+                continue  # a module
+            if (re.search(r"[A-Z]", token[1:]) or "_" in token) and not re.search(
+                    rf"^\s*(class|def) {token}\b|^{token}\b.*=", source, re.M):
+                missing.append(token)
+            continue
+        for n in range(len(parts), 0, -1):  # the longest prefix that is a module
+            try:
+                obj = importlib.import_module(".".join([PACKAGE, *parts[:n]]))
+            except ModuleNotFoundError:
+                continue
+            try:
+                for attr in parts[n:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(token)
+            break
+        else:
+            if not (re.search(rf"^\s*class {parts[0]}\b", source, re.M)  # Class.method
+                    and re.search(rf"^\s*def {parts[-1]}\b", source, re.M)):
+                missing.append(token)
+    assert not missing, f"docs/architecture.md names what flowbench lacks: {missing}"
 
 
 @pytest.fixture
