@@ -57,9 +57,9 @@ def probes(corpus, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
 @torch.inference_mode()
 def minilm_token_states(texts: list[str], *, length: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """MiniLM's last hidden state at each of `length` word pieces (padded or cut) and the mask."""
-    from flowbench.metrics.features import BATCH, _minilm
+    from flowbench.metrics.features import BATCH, minilm_model
 
-    tokenizer, model = _minilm()
+    tokenizer, model = minilm_model()
     batch = tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
     hidden = torch.cat([model(**{k: v[i:i + BATCH] for k, v in batch.items()}).last_hidden_state
                         for i in range(0, len(texts), BATCH)])

