@@ -1,4 +1,4 @@
-"""What a metric is, what it reads, and how the runner asks for every metric of a row.
+"""What a metric is, what it reads, and how the worker asks for every metric of a row.
 
 A metric is a registered instance of `Metric`. Its `stats` turn a batch of samples into
 per-sample arrays (leading axis N) and its `combine` turns such arrays into the row's numbers,
