@@ -108,6 +108,13 @@ class MDLM(Family):
         weight = (k.d_kappa / (1 - k.kappa)).float()[:, None]  # (B, 1)
         return (weight * nll * (x_t == self.mask_id)).sum(1).mean() / L
 
+    def training_floor_work(self, *, phase, x1, generator):
+        """What a training step cannot skip besides its backbone pass (the cross-entropy is the bare
+        step's): the masking draw (`corrupt`), (B, L)."""
+        t = torch.rand(x1.shape[0], generator=generator, device=x1.device, dtype=torch.float64)
+        t = t.clamp(max=1 - self.params.eps)
+        return lambda: self.corrupt(x1, t, generator=generator)
+
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
         device = generator.device

@@ -26,20 +26,28 @@ class BareStep:
     the run draws."""
 
     def __init__(self, config: BackboneConfig, *, batch_size: int, seq_len: int, vocab_size: int,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", spec: BackboneSpec | None = None):
+        """spec: the backbone's `BackboneSpec`; None (the unit of declared cost) is token ids in, no
+        conditioning. Another spec (the bench's floors) reads a fixed random simplex point for
+        `input='simplex'` and fixed random times for its conditioning."""
+        spec = spec or BackboneSpec()
         self.device = torch.device(device)
         self._rng_devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=self._rng_devices):
             torch.manual_seed(0)
-            self.net = Backbone(spec=BackboneSpec(), config=config, vocab_size=vocab_size,
+            self.net = Backbone(spec=spec, config=config, vocab_size=vocab_size,
                                 seq_len=seq_len).to(self.device).train()
             self.x = torch.randint(vocab_size, (batch_size, seq_len), device=self.device)
+            self.input = (torch.randn(batch_size, seq_len, vocab_size, device=self.device).softmax(-1)
+                          if spec.input == "simplex" else self.x)
+            times = {"none": (), "t": ("t",), "st": ("s", "t")}[spec.cond]
+            self.times = {name: torch.rand(batch_size, device=self.device) for name in times}
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-4)
         self.warm = False
 
     def step(self) -> None:
         with torch.random.fork_rng(devices=self._rng_devices):
-            loss = F.cross_entropy(self.net(self.x).float().transpose(1, 2), self.x)
+            loss = F.cross_entropy(self.net(self.input, **self.times).float().transpose(1, 2), self.x)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

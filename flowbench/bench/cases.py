@@ -6,6 +6,7 @@ worker evaluates: under torch.inference_mode, in the backbone's float32 weights.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Callable
@@ -167,13 +168,21 @@ def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
     `train_steps` steps, so a load change between rounds reaches all alike. Per phase: ms per step
     (median over rounds), declared passes, backbone calls per step (counted), and ms per declared
     pass over the bare step's ms, the median over rounds of that ratio within the round (times by
-    `bench.clock`: wall or the process's CPU time). A row of
+    `bench.clock`: wall or the process's CPU time). Where the family declares its necessary own
+    work (`Family.training_floor_work`: prior and path draws, input maps, soft targets), each
+    round times, right after the bare step, a bare step of the family's own backbone (its time
+    conditioning and input: `backbone_ratio_to_bare`) and that work, and `floor_ratio_to_bare` =
+    (declared passes x the family's bare step + the work) / (declared passes x the bare step),
+    the median over rounds: the least `pass_ratio_to_bare` could read without a cheaper backbone
+    (NaN where no work is declared). A row of
     phase 'all' per contestant weights its phases by their share of the steps: what its training
     costs as a whole (its tokens/s against AR's in `train_ratio_to_ar`)."""
     L, V = bench.seq_len, bench.vocab_size
     device = torch.device(bench.device)
     bare = BareStep(bench.backbone, batch_size=bench.train_batch, seq_len=L, vocab_size=V, device=device)
     units: list[tuple[Contestant, object, Callable[[], None]]] = []
+    floors: dict[int, Callable[[], None]] = {}  # unit -> its family's necessary own work, if declared
+    backbones: dict[object, BareStep] = {}      # a floored family's backbone spec -> its bare step
     calls: dict[int, int] = {}
     for c in contestants:
         c.model.train()
@@ -181,7 +190,15 @@ def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
         gen = torch.Generator(device=c.device).manual_seed(c.seed)
         x1 = torch.randint(c.family.vocab_size, (bench.train_batch, c.family.seq_len), generator=gen,
                            device=c.device)
+        floor_gen = torch.Generator(device=c.device).manual_seed(c.seed + 1)  # the steps' draws untouched
         for phase in c.family.training_phases():
+            work = c.family.training_floor_work(phase=phase, x1=x1, generator=floor_gen)
+            if work is not None:
+                floors[len(units)] = _repeated(work, bench.train_steps)
+                spec = c.family.backbone_spec()
+                if spec not in backbones:  # the family's backbone (conditioning, input) in a bare step
+                    backbones[spec] = BareStep(bench.backbone, batch_size=bench.train_batch, seq_len=L,
+                                               vocab_size=V, device=device, spec=spec)
             units.append((c, phase, _steps(c, phase, opt, x1, gen, bench.train_steps)))
     for i, (c, phase, run) in enumerate(units):  # warm-up, counting the network's calls per step
         hook = c.model.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls.get(i, 0) + 1))
@@ -190,9 +207,20 @@ def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
         finally:
             hook.remove()
     bare.seconds()
+    for step in backbones.values():
+        step.seconds()
+    for work in floors.values():
+        work()
     bare_s, unit_s = [], {i: [] for i in range(len(units))}
+    floor_s: dict[int, list[float]] = {i: [] for i in floors}
+    backbone_s: dict[object, list[float]] = {spec: [] for spec in backbones}
     for _ in range(bench.repeats):
         bare_s.append(bare.seconds(steps=bench.train_steps, clock=clock_of(bench.clock)))
+        for spec, step in backbones.items():  # beside the bare step, in its round
+            backbone_s[spec].append(step.seconds(steps=bench.train_steps, clock=clock_of(bench.clock)))
+        for i, work in floors.items():
+            floor_s[i].append(time_call(work, repeats=1, device=device, warmup=0,
+                                        clock=bench.clock).median_s / bench.train_steps)
         for i, (c, _, run) in enumerate(units):
             unit_s[i].append(time_call(run, repeats=1, device=c.device, warmup=0,
                                        clock=bench.clock).median_s / bench.train_steps)
@@ -217,11 +245,15 @@ def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
                               passes_per_s=phase.cost / statistics.median(ts),
                               pass_ratio_to_bare=statistics.median(
                                   t / phase.cost / b for t, b in zip(ts, bare_s)),
+                              **_floor(floor_s.get(i), backbone_s.get(c.family.backbone_spec()), bare_s,
+                                       cost=phase.cost),
                               bare_seconds=bare_med, peak_mb=mem.mb))
         # the whole training: each round's phases weighted by their share of the steps
         whole = [sum(phase.share * unit_s[i][r] for i, phase in mine) for r in range(bench.repeats)]
         cost = sum(phase.share * phase.cost for _, phase in mine)
         phase_rows = rows[-len(mine):]
+        floor_whole = ([sum(phase.share * floor_s[i][r] for i, phase in mine) for r in range(bench.repeats)]
+                       if all(i in floor_s for i, _ in mine) else None)
         rows.append(_base(c, "train", batch=bench.train_batch, phase="all", phase_share=1.0,
                           seconds=statistics.median(whole), spread=_spread(whole), repeats=bench.repeats,
                           train_cost=cost, calls_per_step=sum(phase.share * calls[i] / bench.train_steps
@@ -229,10 +261,34 @@ def training(contestants: list[Contestant], bench: Bench) -> list[dict]:
                           tokens_per_s=batch_tokens / statistics.median(whole),
                           passes_per_s=cost / statistics.median(whole),
                           pass_ratio_to_bare=statistics.median(t / cost / b for t, b in zip(whole, bare_s)),
+                          **_floor(floor_whole, backbone_s.get(c.family.backbone_spec()), bare_s, cost=cost),
                           bare_seconds=bare_med, peak_mb=max(r["peak_mb"] for r in phase_rows)))
         c.model.eval()
         c.family.train_progress = 0.0
     return rows
+
+
+def _floor(work_s: list[float] | None, backbone_s: list[float] | None, bare_s: list[float], *,
+           cost: float) -> dict:
+    """The floor of a phase, round by round: its declared passes at the cost of a bare step of the
+    family's own backbone (its conditioning and input, `backbone_ratio_to_bare` of the bare step)
+    plus its family's necessary own work (`Family.training_floor_work`), over the declared passes
+    at the bare step's cost; medians over rounds, with the work's own median time. NaN where the
+    family declares no work."""
+    if work_s is None:
+        return {"floor_seconds": math.nan, "backbone_ratio_to_bare": math.nan, "floor_ratio_to_bare": math.nan}
+    return {"floor_seconds": statistics.median(work_s),
+            "backbone_ratio_to_bare": statistics.median(k / b for k, b in zip(backbone_s, bare_s)),
+            "floor_ratio_to_bare": statistics.median((cost * k + w) / (cost * b)
+                                                     for w, k, b in zip(work_s, backbone_s, bare_s))}
+
+
+def _repeated(work: Callable[[], object], k: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(k):
+            work()
+
+    return run
 
 
 def _steps(c: Contestant, phase, opt: torch.optim.Optimizer, x1: torch.Tensor, gen: torch.Generator,

@@ -38,12 +38,20 @@ def summary(table: pd.DataFrame) -> str:
     tr = t[t.measure == "train"]
     if len(tr):
         cols = ["contestant", "phase", "phase_share", "train_cost", "calls_per_step", "ms_per_step", "spread",
-                "pass_ratio_to_bare", "tokens_per_s", "train_ratio_to_ar", "peak_mb"]
+                "pass_ratio_to_bare", "floor_ratio_to_bare", "backbone_ratio_to_bare", "floor_ms", "tokens_per_s", "train_ratio_to_ar",
+                "peak_mb"]
         tr = tr.assign(ms_per_step=1e3 * tr.seconds)
+        if "floor_seconds" in tr:  # not in runs made before the floor was measured
+            tr = tr.assign(floor_ms=1e3 * tr.floor_seconds)
         bare = t[t.measure == "train_bare"]
         head = "## Training: ms per optimiser step by phase (random tokens), against a bare backbone step"
         note = ("`train_cost`: declared backbone passes per step; `pass_ratio_to_bare`: ms per declared pass / "
                 "a bare backbone step's ms (tokens in, CE, AdamW, same shape), median over interleaved rounds; "
+                "`floor_ratio_to_bare`: the same if the step did only its declared passes, each at the cost of "
+                "a bare step of the family's own backbone (its time conditioning and input: "
+                "`backbone_ratio_to_bare`), and its family's necessary own work (`floor_ms` a step: draws, "
+                "path, input maps, soft targets; `Family.training_floor_work`), empty where the family "
+                "declares none; "
                 "phase `all`: the phases weighted by their share of the steps.")
         if len(bare):
             b = bare.iloc[0]

@@ -151,6 +151,16 @@ class Family:
         """Scalar training loss on a batch of clean token ids x1 (B, L)."""
         raise NotImplementedError
 
+    def training_floor_work(self, *, phase: TrainingPhase, x1: torch.Tensor,
+                            generator: torch.Generator) -> Callable[[], object] | None:
+        """The floor of one training step of `phase` besides its backbone passes: a callable doing
+        only the work on (B, L) or (B, L, V) that no implementation of this family's loss can skip
+        (its noise or prior draws, the path, the maps the network reads, soft targets), by the
+        family's own functions, on the clean ids x1 (B, L). The bench times it beside a bare
+        backbone step (`flowbench bench`, `floor_ratio_to_bare`); training never calls it.
+        None (the default): no floor is declared, and none is reported."""
+        return None
+
     def self_conditioned(self, model, x: torch.Tensor, *, generator: torch.Generator | None,
                          **times) -> torch.Tensor:
         """Training call with self-conditioning (Chen et al., Analog Bits, arXiv 2208.04202):

@@ -178,6 +178,13 @@ class DFM(Family):
             per_pos = per_pos * (k.d_kappa / (1 - k.kappa)).float()[:, None]  # (B, 1) weight
         return per_pos.sum(1).mean() / L
 
+    def training_floor_work(self, *, phase, x1, generator):
+        """What a training step cannot skip besides its backbone pass (the cross-entropy is the bare
+        step's): the corruption draw from the source (`corrupt`), (B, L)."""
+        eps = self.params.eps
+        t = self.params.time.sample(x1.shape[0], generator=generator, device=x1.device).clamp(eps, 1 - eps)
+        return lambda: self.corrupt(x1, t, generator=generator)
+
     # --- sampling ------------------------------------------------------------------------
     def check_sampler(self, sampler, params):
         if sampler not in self.samplers:

@@ -311,6 +311,28 @@ class DirichletFlow(Family):
             return ((out - self.velocity_target(pi0, x1).float()) ** 2).sum(-1).mean()
         return F.cross_entropy(out.transpose(1, 2), x1)
 
+    def training_floor_work(self, *, phase, x1, generator):
+        """What a training step cannot skip besides its backbone pass (the cross-entropy is the bare
+        step's): the prior draw (as `loss` draws it), the path, and what the network reads of it:
+        the evidence (`model_evidence`, float32 for alpha >= 1) with the posterior input's softmax.
+        The velocity head adds its target z - Pi_0. Left out: the time draw (B numbers), the
+        evidence head's per-position shift, dtype casts."""
+        B, L = x1.shape
+        u = torch.rand(B, generator=generator, device=x1.device, dtype=torch.float64)
+        t, t_in = self.warp.to_t(u), (u if self.alpha < 1 else u.float())
+
+        def work() -> torch.Tensor:
+            pi0 = self.prior((B, L), generator=generator, dtype=torch.float32, vectorized=self.alpha >= 1)
+            x_t = self.path(pi0, x1, t=t)                                             # (B, L, V)
+            if self.params.head == "velocity":
+                self.velocity_target(pi0, x1)
+            if not (self.params.posterior_input or self.params.evidence_head):
+                return x_t
+            ev = self.model_evidence(x_t, t_in, None)                                 # (B, L, V)
+            return ev.softmax(-1) if self.params.posterior_input else ev
+
+        return work
+
     # --- sampling ----------------------------------------------------------------------------
     def state_dtype(self, params) -> torch.dtype:
         """The sampler's state dtype: its state_precision, but float64 by default when alpha < 1."""

@@ -239,10 +239,21 @@ class SoftmaxInput(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 s: torch.Tensor | None = None) -> torch.Tensor:
-        dtype = _INPUT_DTYPE.get()
-        s_ = _batch_times(t if s is None else s, x.shape[0], x.device).to(dtype)[:, None, None]  # (B, 1, 1)
-        kappa = 1 + s_ / (1 - s_).clamp_min(1e-6) ** 2
-        return self.backbone((kappa * x.to(dtype)).softmax(-1).float(), t=t, s=s)
+        return self.backbone(softmax_input(x, s=t if s is None else s, dtype=_INPUT_DTYPE.get()), t=t, s=s)
+
+
+def softmax_input(x: torch.Tensor, *, s, dtype: torch.dtype) -> torch.Tensor:
+    """What SoftmaxInput's backbone reads: softmax(kappa_s x) in `dtype`, as float32; x (B, L, V),
+    s a float or (B,) -> (B, L, V)."""
+    s_ = _batch_times(s, x.shape[0], x.device).to(dtype)[:, None, None]              # (B, 1, 1)
+    kappa = 1 + s_ / (1 - s_).clamp_min(1e-6) ** 2
+    return (kappa * x.to(dtype)).softmax(-1).float()
+
+
+def soft_target_kl(target: torch.Tensor, log_pred: torch.Tensor) -> torch.Tensor:
+    """KL(target || pred) per token, summed over V and averaged over (B, L): target and log_pred
+    (B, L, V), the gradient that of the cross-entropy to the soft target."""
+    return (torch.xlogy(target, target) - target * log_pred).sum(-1).mean()
 
 
 @FAMILIES.register("flow_map")
@@ -310,6 +321,50 @@ class FlowMap(Family):
         distill = (self.psd_loss if p.distill == "psd" else self.lsd_loss)(model, x1, generator=generator)
         return anchor + p.distill_weight * distill
 
+    def training_floor_work(self, *, phase, x1, generator):
+        """What a step of `phase` cannot skip besides its backbone passes (the cross-entropy of the
+        anchor and of the prediction's log-softmax are the bare step's). Anchor: the noise and path
+        (`interpolate`) and what the network reads of it (`softmax_input`, the evidence, float32 as
+        in training). psd distillation, besides: the path at s and the maps of the two network
+        inputs it adds (x_s, read by the first target call and the prediction alike, and the jump
+        X_{s,u}), the target (`psd_target`: the two calls' softmaxes, the jump, the mix) on fixed
+        logits in place of the network's, and the soft-target KL (`soft_target_kl`) with its
+        backward to the log-probabilities. lsd declares no floor (its jvp is backbone work of
+        another kind). Left out: the time draws (B numbers), the evidence head's shift and add."""
+        p, (B, L), dev = self.params, x1.shape, x1.device
+        distill = phase.progress >= self.distill_from and self.distill_cost > 1.0
+        if distill and p.distill != "psd":
+            return None
+        t = p.time.sample(B, generator=generator, device=dev)                             # (B,)
+
+        def read(x: torch.Tensor, s: torch.Tensor) -> None:
+            if p.precondition == "softmax":
+                softmax_input(x, s=s, dtype=torch.float32)
+            if p.evidence_head:
+                self.evidence(x, s, dtype=torch.float32)
+
+        def anchor() -> None:
+            read(self.interpolate(x1, t=t, generator=generator), t)
+
+        if not distill:
+            return anchor
+        s_, u_, t_ = torch.rand(3, B, generator=generator, device=dev, dtype=torch.float64).sort(0).values
+        logits = torch.randn(B, L, self.vocab_size, generator=generator, device=dev)      # the network's stand-in
+        log_pred = logits.log_softmax(-1)
+
+        def network(x: torch.Tensor, *, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            read(x, s)
+            return logits
+
+        def step() -> None:
+            anchor()
+            x_s = self.interpolate(x1, t=s_, generator=generator)                        # (B, L, V)
+            with torch.no_grad():
+                target = self.psd_target(network, x_s, s=s_, u=u_, t=t_)
+            soft_target_kl(target, log_pred.detach().requires_grad_()).backward()
+
+        return step
+
     def psd_loss(self, model, x1, *, generator=None) -> torch.Tensor:
         """Semigroup self-distillation, KL(sg[psd_target] || delta_{s,t}(I_s)) per token."""
         B, dev = x1.shape[0], x1.device
@@ -321,7 +376,7 @@ class FlowMap(Family):
         with torch.no_grad():
             target = self.psd_target(model, x_s, s=s, u=u, t=t)                    # (B, L, V)
         log_pred = model(x_s, s=s, t=t).float().log_softmax(-1)
-        return (torch.xlogy(target, target) - target * log_pred).sum(-1).mean()
+        return soft_target_kl(target, log_pred)
 
     def psd_target(self, model, x_s: torch.Tensor, *, s, u, t) -> torch.Tensor:
         """gamma delta_{s,u}(x_s) + (1 - gamma) delta_{u,t}(X_{s,u}(x_s)): (B, L, V); s <= u <= t (B,).

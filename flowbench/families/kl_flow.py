@@ -156,6 +156,21 @@ class KLFlow(Family):
         logits = self.self_conditioned(model, self.model_input(l_t), generator=generator, t=t)  # (B, L, V)
         return F.cross_entropy(logits.float().transpose(1, 2), x1)
 
+    def training_floor_work(self, *, phase, x1, generator):
+        """What a training step cannot skip besides its backbone pass (the cross-entropy is the bare
+        step's): the noise and the path (`interpolate`, float32 as `loss`), the network's input
+        (`model_input`) and, with the evidence head, the evidence, a linear map of the centered
+        logits (`log_likelihood` on l_t itself, not read back from probabilities). Left out: the
+        time draw (B numbers), the evidence head's per-position shift and add."""
+        t = self.params.time.sample(x1.shape[0], generator=generator, device=x1.device)  # (B,)
+
+        def work() -> torch.Tensor:
+            l_t = self.interpolate(x1, t, generator=generator, dtype=torch.float32)      # (B, L, V)
+            x = self.model_input(l_t)
+            return self.log_likelihood(l_t, t, dtype=torch.float32) if self.params.evidence_head else x
+
+        return work
+
     # --- sampling ------------------------------------------------------------------------
     def _grid(self, sampler: str, params: SamplerParams) -> tuple[torch.Tensor, int]:
         """(grid t_0..t_K (K+1,), number n_ode of leading ode steps); ValueError if no grid fits."""
