@@ -75,6 +75,9 @@ def _base(c: Contestant, measure: str, **kw) -> dict:
             "vocab_size": c.family.vocab_size, **kw}
 
 
+base_row = _base  # the columns every row starts with, for measures kept elsewhere (bench/vocab.py)
+
+
 def _timing(t: Timing, prefix: str = "") -> dict:
     return {f"{prefix}seconds": t.median_s, f"{prefix}spread": t.spread, "repeats": t.repeats}
 

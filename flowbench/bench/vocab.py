@@ -3,19 +3,19 @@ at each vocabulary size of `Bench.vocab_sweep` (L, backbone and batches fixed).
 
 The measures are the bench's own, taken at each V in turn: `cases.training` (interleaved rounds
 of every entry's training phases beside a bare backbone step, each phase's peak memory),
-`cases.latency` at the sweep's sample batch (interleaved rounds) and `cases.sampling_memory` at
-each NFE. Their rows keep their columns; the measure is renamed `vocab_<measure>` so they stay
-apart from the bench's tables at its one V. `slopes` fits how each grows with V.
+`cases.latency` at the sweep's sample batch (interleaved rounds) and the peak memory of one
+sample batch at each NFE (`PhaseMemory`, as `cases.sampling_memory`). Their rows keep their
+columns; the measure is renamed `vocab_<measure>` so they stay apart from the bench's tables at
+its one V. `slopes` fits how each grows with V.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pandas as pd
 
 from flowbench.bench import cases
 from flowbench.bench.config import Bench, BenchEntry
+from flowbench.bench.measure import PhaseMemory
 from flowbench.config import SuiteError
 
 PREFIX = "vocab_"
@@ -50,10 +50,11 @@ def at_vocab(bench: Bench, vocab_size: int, swept: list[BenchEntry]) -> list[dic
                                     "eval_batch": s.sample_batch})
     contestants = [cases.build(e, at_v, seq_len=at_v.seq_len, vocab_size=vocab_size) for e in swept]
     rows = cases.training(contestants, at_v) + cases.latency(contestants, at_v)
-    for c in contestants:
+    for c in contestants:  # warm from the latency rounds: one measured sample batch per NFE
         for nfe in c.entry.nfe or [None]:
-            one = dataclasses.replace(c, entry=c.entry.model_copy(update={"nfe": None if nfe is None else [nfe]}))
-            rows += cases.sampling_memory(one, at_v)
+            with PhaseMemory(c.device) as mem:
+                c.sample_fn(n=s.sample_batch, nfe=nfe)()
+            rows.append(cases.base_row(c, "sample_memory", batch=s.sample_batch, nfe=c.nfe_of(nfe), peak_mb=mem.mb))
     for row in rows:
         row["measure"] = PREFIX + {"latency": "sample"}.get(row["measure"], row["measure"])
     return rows
