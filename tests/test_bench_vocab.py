@@ -84,3 +84,25 @@ def test_slopes_recover_a_known_law():
     fit = vocab.slopes(pd.DataFrame(rows)).set_index("quantity")
     assert fit.per_BLV_entry["train ms"] == pytest.approx(0.5e6 / 32)
     assert fit.loglog_slope["train MiB"] == pytest.approx(0.5) and fit.top_slope["train MiB"] == pytest.approx(0.5)
+
+
+def test_v_maps_count_the_dense_maps_over_v():
+    load_builtins()
+    spec = {n: FAMILIES.get(n)(params=FAMILIES.get(n).Params(), vocab_size=8, seq_len=4).backbone_spec()
+            for n in ("mdlm", "flow_map")}
+    assert vocab.v_maps(spec["mdlm"]) == 1 and vocab.v_maps(spec["flow_map"]) == 2
+
+
+def test_extrapolated_state_memory_is_bytes_per_entry_times_l_v():
+    """A training step whose peak grows by 40 bytes per (B L V) entry needs 40 L V bytes per
+    sequence at the target size; the bare step's time sets the matmul rate."""
+    rows = [{"measure": "vocab_train_bare", "phase": None, "contestant": "bare backbone step", "family": "",
+             "vocab_size": v, "seconds": 0.05, "batch": 4, "seq_len": 8, "d_model": 16, "n_layers": 1}
+            for v in (256, 1024)]
+    rows += [{"measure": "vocab_train", "phase": "all", "contestant": "m", "family": "mdlm", "vocab_size": v,
+              "seconds": 0.1, "peak_mb": 1 + 40 * 4 * 8 * v / 2**20, "batch": 4, "seq_len": 8, "train_cost": 1.0,
+              "v_maps": 1, "d_model": 16, "n_layers": 1} for v in (256, 1024)]
+    ext = vocab.extrapolation(pd.DataFrame(rows), d_model=32, n_layers=2, seq_len=64, vocab_size=1000, batch=2)
+    mem = ext.set_index(["contestant", "quantity"]).loc[("m", "train MiB")]
+    assert mem.GiB == pytest.approx(40 * 2 * 64 * 1000 / 2**30)
+    assert (ext.matmul_gflops_per_s > 0).all()
