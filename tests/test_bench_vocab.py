@@ -1,6 +1,7 @@
 """The bench's vocabulary sweep (suites/bench_vocab.yaml): what it plans, and the rows and fits a
 tiny sweep writes (no timing assertions)."""
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,6 +10,8 @@ import yaml
 from flowbench.bench import run_bench, vocab
 from flowbench.bench.config import load_bench
 from flowbench.registry import FAMILIES, load_builtins
+
+SUITES = Path(__file__).resolve().parents[1] / "suites"
 
 TINY = {
     "name": "tiny_vocab", "backbone": {"d_model": 16, "n_layers": 1, "n_heads": 2}, "seq_len": 6,
@@ -22,7 +25,7 @@ TINY = {
 
 def test_vocab_suite_plans_every_family_at_four_vocabularies():
     load_builtins()
-    bench = load_bench("suites/bench_vocab.yaml")
+    bench = load_bench(SUITES / "bench_vocab.yaml")
     planned = vocab.plan(bench)
     assert [v for v, _ in planned] == [256, 1024, 4096, 16384]
     for _, entries in planned:
@@ -33,7 +36,7 @@ def test_vocab_suite_plans_every_family_at_four_vocabularies():
 
 
 def test_no_sweep_plans_nothing():
-    bench = load_bench("suites/bench_train.yaml")
+    bench = load_bench(SUITES / "bench_train.yaml")
     assert bench.vocab_sweep is None and vocab.plan(bench) == []
 
 
