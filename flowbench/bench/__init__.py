@@ -4,7 +4,8 @@ In one process, for every contestant at the same backbone size and (L, V): the s
 over the bare backbone calls it makes, latency and samples/s by batch size and NFE, the cost of
 every phase of its training step against a bare backbone step (and its tokens/s against
 `ar_gpt2`), peak memory of training and of sampling, and sampling time
-as L doubles and V grows. Writes <out>/bench.csv, <out>/summary.md and PNGs (flowbench/bench/plots.py).
+as L doubles and V grows; with a `vocab_sweep`, training and sampling time and memory at each V
+(flowbench/bench/vocab.py). Writes <out>/bench.csv, <out>/summary.md and PNGs (flowbench/bench/plots.py).
 Networks are randomly initialised (cost does not depend on weights); docs/performance.md reads
 the numbers.
 """
@@ -19,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flowbench.allocator import retain_freed_memory
-from flowbench.bench import cases
+from flowbench.bench import cases, vocab
 from flowbench.bench.config import Bench, load_bench
 
 DEFAULT_BENCH = Path("suites/bench.yaml")
@@ -50,12 +51,15 @@ def run_bench(path: str | Path = DEFAULT_BENCH, *, out: str | Path | None = None
         c = cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
         for nfe in e.nfe or [None]:
             c.sampler_params(nfe)
+    steps += [("vocab", at) for at in vocab.plan(bench)]  # every V in turn (flowbench/bench/vocab.py)
     rows: list[dict] = []
     stamp = _stamp(bench)
     for done, (job, entry) in enumerate(tqdm(steps, desc=f"{bench.name}", disable=not progress,
                                              dynamic_ncols=True), start=1):
         if job == "scaling":
             rows += cases.scaling(entry, bench)
+        elif job == "vocab":
+            rows += vocab.at_vocab(bench, *entry)
         elif job == "latency":
             rows += cases.latency([cases.build(e, bench, seq_len=bench.seq_len, vocab_size=bench.vocab_size)
                                    for e in bench.entries], bench)

@@ -76,6 +76,9 @@ def _base(c: Contestant, measure: str, **kw) -> dict:
             "vocab_size": c.family.vocab_size, **kw}
 
 
+base_row = _base  # the columns every row starts with, for measures kept elsewhere (bench/vocab.py)
+
+
 def _timing(t: Timing, prefix: str = "") -> dict:
     return {f"{prefix}seconds": t.median_s, f"{prefix}spread": t.spread, "repeats": t.repeats}
 
@@ -115,7 +118,8 @@ def latency(contestants: list[Contestant], bench: Bench) -> list[dict]:
     between rounds reaches every contestant alike and the speed-ups over AR compare runs made
     side by side (timed one contestant after another, AR's batch-256 time moved by 40% between
     runs). Medians over `repeats` rounds, after one untimed run of each; the speed-up over each AR
-    contestant is the median over rounds of the two times' ratio within the round."""
+    contestant is the median over rounds of the two times' ratio within the round. Times by
+    `bench.clock` (wall, or the process's CPU time)."""
     rows = []
     for batch in bench.batch_sizes:
         runs = {(i, nfe): c.sample_fn(n=batch, nfe=nfe)
@@ -128,7 +132,7 @@ def latency(contestants: list[Contestant], bench: Bench) -> list[dict]:
         for _ in range(bench.repeats):
             for key, run in runs.items():
                 times[key].append(time_call(run, repeats=1, device=contestants[key[0]].device, warmup=0,
-                                            number=number[key]).median_s)
+                                            number=number[key], clock=bench.clock).median_s)
         # against each AR contestant, round by round: the two runs of a round are seconds apart,
         # so a slow drift of the machine's speed cancels in their ratio (a paired comparison)
         ars = [(i, c.entry.name) for i, c in enumerate(contestants) if c.entry.family == AR_FAMILY]

@@ -38,6 +38,15 @@ class Scaling(Frozen):
     nfe: PositiveInt = 1
 
 
+class VocabSweep(Frozen):
+    """Every entry's training step and its sampling at a few NFE as V grows (L, backbone and batch
+    fixed): time and peak memory at each V (flowbench/bench/vocab.py)."""
+
+    vocab_sizes: list[PositiveInt] = [256, 1024, 4096, 16384]
+    nfe: list[PositiveInt] = [1, 64]   # for the entries with an NFE grid; AR samples in L calls
+    sample_batch: PositiveInt = 16     # sequences per timed sample batch
+
+
 class Bench(Frozen):
     name: str = "bench"
     backbone: BackboneConfig = BackboneConfig()
@@ -53,7 +62,7 @@ class Bench(Frozen):
     # long: at batch 1 one call is a millisecond or two (measure.calls_per_run)
     min_run_s: float = Field(0.1, ge=0.0)
     threads: PositiveInt = 1               # torch threads: one, as a training worker runs
-    # the training measure's clock: wall time, or the process's CPU time, which on a machine shared
+    # the training and latency measures' clock: wall time, or the process's CPU time, which on a machine shared
     # with other work leaves out the time the scheduler gives to others (one thread: the same
     # seconds on an idle machine, less cache contention)
     clock: Literal["wall", "cpu"] = "wall"
@@ -61,10 +70,12 @@ class Bench(Frozen):
     seed: int = 0
     entries: list[BenchEntry]
     scaling: Scaling | None = Scaling()
+    vocab_sweep: VocabSweep | None = None  # none: the "vocab" measure is not taken
     # the measures to take (default all; scaling also needs `scaling` set): e.g. [train] times
-    # only the training phases against the bare backbone step (suites/bench_train.yaml)
-    measures: list[Literal["overhead", "latency", "train", "memory", "scaling"]] = [
-        "overhead", "latency", "train", "memory", "scaling"]
+    # only the training phases against the bare backbone step (suites/bench_train.yaml); vocab
+    # also needs `vocab_sweep` set (suites/bench_vocab.yaml)
+    measures: list[Literal["overhead", "latency", "train", "memory", "scaling", "vocab"]] = [
+        "overhead", "latency", "train", "memory", "scaling", "vocab"]
 
 
 def load_bench(path: str | Path) -> Bench:

@@ -62,6 +62,8 @@ def calls_per_run(fn: Callable[[], object], *, min_run_s: float, device: torch.d
     warm). A single call of a millisecond is at the mercy of the scheduler's tick on a shared CPU
     (the batch-1 overhead of one run read 0.77, faster than the bare forwards it contains); a
     run of many such calls averages that out, as timeit's autorange does."""
+    if min_run_s <= 0:  # one call per run whatever it lasts: no call spent to find out
+        return 1
     one = time_call(fn, repeats=1, device=device, warmup=0).median_s
     return max(1, math.ceil(min_run_s / one)) if one > 0 else 1
 

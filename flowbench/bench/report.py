@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flowbench.bench.vocab import summary_lines
+
 OVERHEAD_TARGET = 1.05
 
 
@@ -69,4 +71,5 @@ def summary(table: pd.DataFrame) -> str:
             parts += [f"## Sampling seconds of one batch of {int(sc.batch.iloc[0])} as {axis} grows "
                       f"(NFE {sorted(set(sc[sc.family != 'ar_gpt2'].nfe))}; AR: NFE = L)", "",
                       wide.reset_index().to_markdown(index=False, floatfmt=".3g"), ""]
+    parts += summary_lines(t)
     return "\n".join(parts)
