@@ -71,8 +71,11 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
             df["run"] = df[col].astype(str) + ": " + df["run"]
     df["setting"] = df["run"]  # what a tuning row and its held-out twin share
     df["run"] += df["split"].map(SPLIT_TAGS).fillna("")
-    if df.groupby("split")["sample_seed"].nunique().gt(1).any():
-        df["run"] += df["sample_seed"].map(lambda v: f" sample_seed={v:g}" if pd.notna(v) else "")
+    # a row without a split was sampled with its training seed (no eval.sample_seeds): its
+    # sampling seed is that seed, not an axis of its own, so it names and groups nothing
+    df["sampling_seed"] = pd.to_numeric(df["sample_seed"], errors="coerce").where(df["split"] != "")
+    if df.groupby("split")["sampling_seed"].nunique().gt(1).any():
+        df["run"] += df["sampling_seed"].map(lambda v: f" sample_seed={v:g}" if pd.notna(v) else "")
     df["line"] = df["run"]  # the report's line: rows that differ only in training seed share it
     if df["seed"].nunique() > 1:
         df["run"] += df["seed"].map(lambda v: f" seed={v:g}" if pd.notna(v) else "")

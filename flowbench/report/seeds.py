@@ -4,7 +4,9 @@ seeds), whether each seed's model learned, and the per-seed values where the see
 
 Rows that differ in anything else (a sampler or family parameter, the sample count, the
 sampling seed, the split, the judge, the device...) are never merged: the group key is every
-such column, not the label alone.
+such column, not the label alone. A row sampled without `eval.sample_seeds` draws its samples
+with its training seed (labels.py `sampling_seed` is empty there): its seed group varies the two
+together, as one training run and its samples are one draw of the whole experiment.
 
 A model "learned" when the best gen PPL over every row it sampled is under LEARNED_FACTOR times
 true data's at the same N (the exact judge's word-frequency level, a model that never turned,
@@ -22,7 +24,7 @@ LEARNED_FACTOR = 10.0
 # everything that tells two configurations apart; the training seed is the one axis left out
 IDENTITY = ["suite", "corpus", "family", "family_params", "denoiser", "sampler", "sampler_params", "nfe",
             *SWEEP_COLUMNS, "train_steps", "train_passes", "num_samples", "judge", "precision", "compiled",
-            "device", "sample_seed", "split", "mauve_features", "mauve_scaling", "mauve_seed", "line"]
+            "device", "sampling_seed", "split", "mauve_features", "mauve_scaling", "mauve_seed", "line"]
 # what one trained model is: its rows share its weights (its samplers and NFEs vary)
 MODEL = ["suite", "corpus", "family", "family_params", "denoiser", "train_steps", "train_passes", "precision",
          "device", "seed"]

@@ -79,10 +79,11 @@ def report_of(tmp_path, rows) -> str:
 
 
 def test_training_seeds_are_one_line_and_a_seed_that_fails_shows(tmp_path, markdown_table):
-    rows = [lines(seed=0, gen_ppl=30.0), lines(seed=1, gen_ppl=34.0),
-            lines(seed=2, gen_ppl=4000.0, gen_ppl_lo=3800.0, gen_ppl_hi=4200.0, bigram_kl=6.0,
+    # as the runner writes them: without eval.sample_seeds a row samples with its training seed
+    rows = [lines(seed=0, sample_seed=0, gen_ppl=30.0), lines(seed=1, sample_seed=1, gen_ppl=34.0),
+            lines(seed=2, sample_seed=2, gen_ppl=4000.0, gen_ppl_lo=3800.0, gen_ppl_hi=4200.0, bigram_kl=6.0,
                   bigram_kl_lo=5.9, bigram_kl_hi=6.1),
-            lines(seed=0, temperature=0.5, gen_ppl=20.0)]  # another parameter: never merged
+            lines(seed=0, sample_seed=0, temperature=0.5, gen_ppl=20.0)]  # another parameter: never merged
     report = report_of(tmp_path, rows)
     pivot = markdown_table(report, "## Gen PPL by NFE").set_index("run")
     assert pivot.loc["f/euler", "NFE 4"] == f"{round((30 + 34 + 4000) / 3, 3):g}"
