@@ -29,8 +29,9 @@ def leaderboard_csv(path: str | Path) -> Path:
 
 
 def load(csv_path: str | Path) -> pd.DataFrame:
-    """The leaderboard's current rows with `config` (family, sampler and every parameter that
-    varies), `setting` (config, plus oracle, training budget and sample count where they vary),
+    """The leaderboard's current rows with `variant` (family and the family parameters that vary:
+    one trained model per training seed and budget), `config` (variant, sampler and every
+    parameter that varies), `setting` (config, plus oracle, training budget and sample count where they vary),
     `line` (setting, plus split and sampling seed: the report's line, one per group of training
     seeds) and `run` (line, plus the training seed where it varies: one per row)."""
     df = pd.read_csv(csv_path, dtype={"row_key": str, "supersedes": str})
@@ -53,8 +54,8 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     df[list(SWEEP_COLUMNS)] = df[list(SWEEP_COLUMNS)].apply(pd.to_numeric, errors="coerce")
     if df["supersedes"].notna().any():  # rows of an older family/corpus/judge version: only the newest count
         df = df[~df["row_key"].isin(df["supersedes"].dropna())].reset_index(drop=True)
-    df["config"] = (df["family"] + _varied(df, "family_params", by=["family"]) + "/" + df["sampler"]
-                    + _varied(df, "sampler_params", by=["family", "sampler"]))
+    df["variant"] = df["family"] + _varied(df, "family_params", by=["family"])
+    df["config"] = df["variant"] + "/" + df["sampler"] + _varied(df, "sampler_params", by=["family", "sampler"])
     for col in SWEEP_COLUMNS:  # a knob at its default (temperature 1, top_p 1) goes unnamed
         default = TEMPERING_DEFAULTS.get(col)
         df["config"] += df[col].map(lambda v, c=col, d=default: f" {c}={v:g}" if pd.notna(v) and v != d else "")
@@ -69,6 +70,7 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("suite", "corpus"):
         if col in df and df[col].nunique() > 1:  # a merged leaderboard: the suite is part of the label
             df["run"] = df[col].astype(str) + ": " + df["run"]
+            df["variant"] = df[col].astype(str) + ": " + df["variant"]
     df["setting"] = df["run"]  # what a tuning row and its held-out twin share
     df["run"] += df["split"].map(SPLIT_TAGS).fillna("")
     # a row without a split was sampled with its training seed (no eval.sample_seeds): its

@@ -1,5 +1,8 @@
-"""The report's figures (seaborn): every run its own colour and marker, intervals as bands,
-true data as a dotted line (or a star on the frontier), AR as a point at NFE = L."""
+"""The report's figures (seaborn). The headline figures (a metric against NFE and against
+seconds) draw one line per family variant (flowbench/report/headline_plots.py); the full grid of
+samplers and settings goes to one small-multiple figure per family (flowbench/report/grid.py).
+The sweeps of one knob and the learning curves draw every run in its own colour and marker,
+intervals as bands, true data as a dotted line (or a star on the frontier)."""
 from __future__ import annotations
 
 from itertools import cycle
@@ -13,6 +16,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from flowbench.report.grid import family_grids  # noqa: E402
+from flowbench.report.headline_plots import LOG_SPAN, fit_legend, nfe_figure, seconds_figure  # noqa: E402
+from flowbench.report.seeds import collapse  # noqa: E402
 from flowbench.report.tables import true_data_row  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "p", "h")
@@ -41,10 +47,11 @@ def _floor(ax, value, text="true data") -> None:
 
 
 def _save(fig, ax, path: Path) -> str:
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(0.70, 0.5))
-    fig.tight_layout(rect=(0, 0, 0.69, 1))
+    fit_legend(fig, *ax.get_legend_handles_labels(), fontsize=7)
+    return save(fig, path)
+
+
+def save(fig, path: Path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
@@ -52,7 +59,7 @@ def _save(fig, ax, path: Path) -> str:
 
 def _figure(title: str):
     sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(13, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 7), layout="constrained")
     ax.set_title(title)
     return fig, ax
 
@@ -73,7 +80,10 @@ def metric_vs(df: pd.DataFrame, out: Path, *, x: str, y: str, xlabel: str, ylabe
 
 def frontier(df: pd.DataFrame, out: Path) -> str:
     """Gen PPL against entropy, one colour per family (Generative Frontiers, arXiv 2604.02718):
-    families compare at matched entropy; true data is the star a perfect generator sits on."""
+    families compare at matched entropy; true data is the star a perfect generator sits on.
+    Rows over training seeds are one point, their mean."""
+    truth = true_data_row(df)
+    df = collapse(df)
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(11, 6))
     families = sorted(df["family"].unique())
@@ -90,7 +100,6 @@ def frontier(df: pd.DataFrame, out: Path) -> str:
             if len(g) > 1:
                 g = g.sort_values("temperature")
                 ax.plot(g["entropy"], g["gen_ppl"], color=palette[g["family"].iloc[0]], lw=0.8)
-    truth = true_data_row(df)
     if truth["entropy"] is not None and truth["gen_ppl"] is not None:
         ax.scatter([truth["entropy"]], [truth["gen_ppl"]], marker="*", s=250, color="k", label="true data", zorder=5)
     ax.set(xlabel="sample entropy (nats, higher is more diverse)", ylabel="gen PPL (lower is better)",
@@ -105,7 +114,8 @@ def frontier(df: pd.DataFrame, out: Path) -> str:
 def learning_curves(df: pd.DataFrame, out: Path) -> tuple[str, pd.DataFrame]:
     """Best-over-NFE gen PPL of every trained config against its training compute, its oracle's
     best as a dashed line."""
-    trained, oracle = df[df["denoiser"] == "trained"], df[df["denoiser"] == "oracle"]
+    lines = collapse(df)  # rows over training seeds: their mean, never the best seed
+    trained, oracle = lines[lines["denoiser"] == "trained"], lines[lines["denoiser"] == "oracle"]
     best = (trained.loc[trained.groupby(["config", "train_passes"])["gen_ppl"].idxmin(),
                         ["config", "train_passes", "train_steps", "nfe", "gen_ppl", "gen_ppl_lo", "gen_ppl_hi",
                          "entropy"]].sort_values(["config", "train_passes"]))
@@ -126,26 +136,25 @@ def all_figures(df: pd.DataFrame, out: Path) -> tuple[list[str], pd.DataFrame | 
     """Write every figure the leaderboard supports; returns their file names (and the
     learning-curve table when the suite varies the training budget)."""
     truth = true_data_row(df)
-    names = [metric_vs(df, out, x="nfe", y="gen_ppl", xlabel="NFE", ylabel="gen PPL", name="gen_ppl_vs_nfe.png",
-                       floor=truth["gen_ppl"], logx=True, logy=True),
-             metric_vs(df, out, x="seconds_per_sample", y="gen_ppl", xlabel="seconds per sample",
-                       ylabel="gen PPL", name="gen_ppl_vs_seconds.png", floor=truth["gen_ppl"], logx=True, logy=True),
+    names = [save(nfe_figure(df), out / "gen_ppl_vs_nfe.png"),
+             save(seconds_figure(df), out / "gen_ppl_vs_seconds.png"),
              frontier(df, out)]
     if df["mauve"].notna().any():
-        names.append(metric_vs(df, out, x="nfe", y="mauve", xlabel="NFE", ylabel="MAUVE", name="mauve_vs_nfe.png",
-                               floor=truth["mauve"], logx=True))
+        names.append(save(nfe_figure(df, y="mauve", ylabel="MAUVE", lower=False), out / "mauve_vs_nfe.png"))
     if df["bigram_kl"].notna().any():
-        names.append(metric_vs(df, out, x="nfe", y="bigram_kl", xlabel="NFE", ylabel="bigram KL (nats)",
-                               name="bigram_kl_vs_nfe.png", floor=truth["bigram_kl"], logx=True, logy=True))
+        names.append(save(nfe_figure(df, y="bigram_kl", ylabel="bigram KL (nats)"), out / "bigram_kl_vs_nfe.png"))
     for knob in ("t_star", "beta"):
-        swept = df[df[knob].notna()]
+        swept = collapse(df)
+        swept = swept[swept[knob].notna()]
         if swept[knob].nunique() > 1:
             swept = swept.assign(curve=swept["run"].str.replace(rf" {knob}=\S+", "", regex=True)
                                  + " NFE " + swept["nfe"].astype(int).astype(str))
-            names.append(metric_vs(swept, out, x=knob, y="gen_ppl", xlabel=knob, ylabel="gen PPL",
+            values = swept[knob][swept[knob] > 0]  # beta's sweep spans decades: a log axis
+            wide = len(values) == len(swept) and values.max() / values.min() >= LOG_SPAN
+            names.append(metric_vs(swept, out, x=knob, y="gen_ppl", xlabel=knob, ylabel="gen PPL", logx=bool(wide),
                                    name=f"gen_ppl_vs_{knob}.png", floor=truth["gen_ppl"], logy=True, group="curve"))
     curves = None
     if df.loc[df["denoiser"] == "trained", "train_passes"].nunique() > 1:
         name, curves = learning_curves(df, out)
         names.append(name)
-    return names, curves
+    return names + family_grids(df, out), curves
