@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from flowbench.families.base import BackboneSpec, Family, Params, SamplerParams, time_grid
 from flowbench.families.mixture import KappaT, jump_steps, leave_probabilities, masked_evidence, mix
+from flowbench.families.time_sampling import stratified_uniform
 from flowbench.registry import FAMILIES
 
 
@@ -90,8 +91,9 @@ class MDLM(Family):
 
     def loss(self, model, x1, *, generator=None):
         B, L = x1.shape
-        u = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
-        t = ((u + torch.arange(B, device=x1.device) / B) % 1.0).clamp(max=1 - self.params.eps)
+        # float32 times (as mdlm's models were trained), antithetic over the batch
+        t = stratified_uniform(B, generator=generator, device=x1.device, dtype=torch.float32)
+        t = t.clamp(max=1 - self.params.eps)
         x_t = self.corrupt(x1, t, generator=generator)
         logits = model(x_t)  # (B, L, V)
         nll = F.cross_entropy(logits.float().transpose(1, 2), x1, reduction="none")  # (B, L)

@@ -75,6 +75,7 @@ from pydantic import Field, model_validator
 from flowbench.families.base import (BackboneSpec, Family, Params, StatePrecision, randomized_steps,
                                      sample_categorical)
 from flowbench.families.ode import solve, steps_for
+from flowbench.families.time_sampling import stratified_uniform
 from flowbench.registry import FAMILIES
 
 _TOL = 1e-12  # relative: |x^v - t| below this is the boundary (t survives a u round trip to ~1e-14)
@@ -290,8 +291,7 @@ class DirichletFlow(Family):
         if generator is None:
             generator = torch.Generator(device=x1.device).manual_seed(int(torch.randint(2**31, ())))
         B, L = x1.shape
-        u0 = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
-        u = (u0 + torch.arange(B, device=x1.device, dtype=torch.float64) / B) % 1.0  # (B,)
+        u = stratified_uniform(B, generator=generator, device=x1.device)                  # (B,)
         # the path in float32, the network's input precision (t itself stays float64); for
         # alpha >= 1 the prior by dirichlet_draws, as the float32 samplers draw it (torch's Gamma
         # sampler draws entry by entry: a quarter of a step)
