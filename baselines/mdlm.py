@@ -22,7 +22,9 @@ with t drawn by antithetic (low-discrepancy) sampling over the batch and clamped
 
 Ancestral sampler with `nfe` steps on the grid t_k = k / nfe: a masked token is revealed
 between t_k and t_{k+1} with probability (kappa_{k+1} - kappa_k) / (1 - kappa_k), its value drawn
-from p_theta(x_1^i | x_t) in float64; the last step reveals every remaining token.
+from p_theta(x_1^i | x_t) in float64; the last step reveals every remaining token. The path, the
+evidence and this sampler are those of dfm's mask source (flowbench/families/mixture.py); with the
+loglinear schedule, dfm's at n = 1.
 `ancestral_cached` reuses the previous network output when no token of the batch changed
 (valid because the network is not conditioned on t); it spends fewer backbone calls.
 """

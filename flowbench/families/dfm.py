@@ -50,7 +50,9 @@ below the entropy rate). `exact` has neither defect.
 Relation to MDLM (baselines/mdlm.py). With source='mask' and n = 1 the path is MDLM's `loglinear`
 forward process (kappa_t = t, the probability a token is unmasked), and the euler sampler equals
 MDLM's ancestral sampler at every NFE (reveal probability h / (1 - t_k) = (kappa_{k+1} - kappa_k) /
-(1 - kappa_k)). They differ in the loss: MDLM weights the masked-token CE by its ELBO weight
+(1 - kappa_k)). Both run the one masked path of flowbench/families/mixture.py (the mixture draw, the
+masked evidence, the jump sampler): with step 'exact', or 'rate' at an NFE that is a power of two,
+the same network and seed give MDLM's samples bit for bit (tests/families/test_dfm.py). They differ in the loss: MDLM weights the masked-token CE by its ELBO weight
 kappa'_t / (1 - kappa_t) = 1 / (1 - t); DFM's default `ce` is the plain CE (no weight), and
 `gkl` recovers MDLM's ELBO (up to the extra clamp t >= eps).
 
