@@ -225,7 +225,7 @@ def test_mask_source_samples_are_mdlm_samples_bit_for_bit(tiny_language, step, n
     """kappa_t = t: the same network and seed give the same tensors as MDLM's ancestral sampler, and
     the same corruption and evidence (both run the one masked path, flowbench/families/mixture.py).
     The rate form's h / (1 - t_k) equals (t_{k+1} - t_k) / (1 - t_k) to the bit where k / nfe is exact
-    (nfe a power of two; at 3, 5, 6, ... the two differ in the last bit)."""
+    (nfe a power of two; at 3, 5, 6, ... the two differ by rounding)."""
     from flowbench.config import BackboneConfig
 
     dfm = family(tiny_language, n=1.0, evidence_head=False)
