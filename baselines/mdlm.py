@@ -22,28 +22,24 @@ with t drawn by antithetic (low-discrepancy) sampling over the batch and clamped
 
 Ancestral sampler with `nfe` steps on the grid t_k = k / nfe: a masked token is revealed
 between t_k and t_{k+1} with probability (kappa_{k+1} - kappa_k) / (1 - kappa_k), its value drawn
-from p_theta(x_1^i | x_t) in float64; the last step reveals every remaining token.
+from p_theta(x_1^i | x_t) in float64; the last step reveals every remaining token. The path, the
+evidence and this sampler are those of dfm's mask source (flowbench/families/mixture.py); with the
+loglinear schedule, dfm's at n = 1.
 `ancestral_cached` reuses the previous network output when no token of the batch changed
 (valid because the network is not conditioned on t); it spends fewer backbone calls.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from flowbench.backbone import BackboneSpec
-from flowbench.families.base import Family, Params, SamplerParams, sample_categorical, time_grid
+from flowbench.families.base import Family, Params, SamplerParams, time_grid
+from flowbench.families.mixture import KappaT, jump_steps, leave_probabilities, masked_evidence, mix
+from flowbench.families.time_sampling import stratified_uniform
 from flowbench.registry import FAMILIES
-
-
-@dataclass(frozen=True)
-class KappaT:
-    kappa: torch.Tensor    # probability a token is clean at t
-    d_kappa: torch.Tensor  # its time derivative
 
 
 class LogLinearSchedule:
@@ -94,13 +90,13 @@ class MDLM(Family):
     def corrupt(self, x1: torch.Tensor, t: torch.Tensor, *, generator=None) -> torch.Tensor:
         """x_t ~ q(x_t | x_1): each token kept with probability kappa_t, else masked. t: (B,)."""
         kappa = self.schedule(t.double()).kappa[:, None]  # (B, 1)
-        keep = torch.rand(x1.shape, generator=generator, device=x1.device, dtype=torch.float64) < kappa
-        return torch.where(keep, x1, self.mask_id)
+        return mix(x1, kappa, source=lambda: self.mask_id, generator=generator)[0]
 
     def loss(self, model, x1, *, generator=None):
         B, L = x1.shape
-        u = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
-        t = ((u + torch.arange(B, device=x1.device) / B) % 1.0).clamp(max=1 - self.params.eps)
+        # float32 times (as mdlm's models were trained), antithetic over the batch
+        t = stratified_uniform(B, generator=generator, device=x1.device, dtype=torch.float32)
+        t = t.clamp(max=1 - self.params.eps)
         x_t = self.corrupt(x1, t, generator=generator)
         logits = model(x_t)  # (B, L, V)
         nll = F.cross_entropy(logits.float().transpose(1, 2), x1, reduction="none")  # (B, L)
@@ -117,31 +113,12 @@ class MDLM(Family):
 
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
-        device = generator.device
-        x = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=device)
-        kappas = self.schedule(time_grid(params.nfe).to(device)).kappa
-        kappas[-1] = 1.0  # the last step reveals everything, whatever the schedule's endpoint
-        p_reveal = (kappas[1:] - kappas[:-1]) / (1 - kappas[:-1])  # (nfe,), stays on the device
-        cached = sampler == "ancestral_cached"
-        logits, changed = None, True
-        for k in range(params.nfe):
-            if logits is None or changed or not cached:
-                logits = model(x)  # (n, L, V)
-            masked = x == self.mask_id
-            reveal = masked & (torch.rand(x.shape, generator=generator, device=device,
-                                          dtype=torch.float64) < p_reveal[k])
-            draw = sample_categorical(logits, generator=generator, temperature=params.temperature,
-                                      top_p=params.top_p, only=reveal)  # -1 where not revealed
-            x = torch.where(reveal, draw, x)
-            if cached:  # only the cached sampler needs to know on the host (one sync per step)
-                changed = bool(reveal.any())
-        return x
+        x = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=generator.device)
+        p_reveal = leave_probabilities(self.schedule(time_grid(params.nfe)).kappa).tolist()  # (nfe,)
+        # the network does not read t, so the cached sampler may reuse an unchanged step's output
+        return jump_steps(lambda x, k: model(x), x, p_reveal, params=params, generator=generator,
+                          mask_id=self.mask_id, reuse_unchanged=sampler == "ancestral_cached")
 
     def evidence(self, x_t, t=None):
         """A masked position says nothing (log-lik 0 for every v); an observed one pins v = x_t."""
-        B, L = x_t.shape
-        ev = torch.full((B, L, self.vocab_size), -math.inf, dtype=torch.float64, device=x_t.device)
-        observed = x_t != self.mask_id
-        ev[~observed] = 0.0
-        ev[observed, x_t[observed]] = 0.0
-        return ev
+        return masked_evidence(x_t, mask_id=self.mask_id, vocab_size=self.vocab_size)

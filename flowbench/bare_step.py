@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from flowbench.backbone import Backbone, BackboneSpec
 from flowbench.config import BackboneConfig
+from flowbench.measuring import sync
 
 
 class BareStep:
@@ -58,14 +59,9 @@ class BareStep:
         if not self.warm:
             self.step()
             self.warm = True
-        _sync(self.device)
+        sync(self.device)
         t0 = clock()
         for _ in range(steps):
             self.step()
-        _sync(self.device)
+        sync(self.device)
         return (clock() - t0) / steps
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowbench.leaderboard import SWEEP_COLUMNS, current_rows
+from flowbench.metrics import METRIC_COLUMNS, SCORE_COLUMNS
+from flowbench.metrics.perplexity import GenPPL
 from flowbench.training_noise import (MODEL_METRICS, SCALES, TRAINING_NOISE, TRAINING_NOISE_SOURCE, Spread,
                                       NoiseTest, holm, model_groups, model_key, noise_test, pooled_spread)
 
-EXACT_COLUMNS = ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median", "entropy", "unigram_kl", "bigram_kl",
-                 "mauve", "val_loss")
+# the score columns and gen PPL's other statistics, in leaderboard order, and the model's val_loss
+EXACT_COLUMNS = (*(c for c in METRIC_COLUMNS if c in SCORE_COLUMNS or c in GenPPL.columns), "val_loss")
 DETERMINISTIC_COLUMNS = ("num_samples", "backbone_calls")
 ENVIRONMENT_COLUMNS = ("cpu_isa", "eval_threads", "torch")
 THROUGHPUT_COLUMNS = ("samples_per_s", "tokens_per_s")

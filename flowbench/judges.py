@@ -16,7 +16,6 @@ defaults that decide its scores, which enter the row key with the given paramete
 from __future__ import annotations
 
 import inspect
-import math
 from pathlib import Path
 from typing import ClassVar
 
@@ -61,10 +60,6 @@ class Judge:
     def score(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def floor(self) -> dict[str, float]:
-        """What true data scores, where the judge knows it (the exact judge's entropy rate)."""
-        return {}
-
     def describe(self) -> dict:
         """What decides this judge's scores: its class, version and pinned defaults, the keywords it
         was made with (the corpus by its own describe()); two judges that describe alike score alike."""
@@ -84,10 +79,6 @@ class ExactJudge(Judge):
     def score(self, tokens):
         nll = self.corpus.token_nll(tokens.cpu())
         return nll, torch.ones_like(nll, dtype=torch.bool)
-
-    def floor(self):
-        h, se = self.corpus.entropy_rate()
-        return {"entropy_rate": h, "entropy_rate_se": se, "ppl_floor": math.exp(h)}
 
 
 class NextTokenLoss:

@@ -89,6 +89,14 @@ class ModelSpec:
         return f"{self.family}-{self.key}"
 
 
+def oracle_identity(model_identity: dict, *, own_seed: bool = False) -> dict:
+    """A model's identity (`ModelSpec.identity`) as the key of an oracle's row sees it: an oracle
+    has no training, so its rows depend on neither the training nor the backbone, nor on the
+    training seed once a sampling seed of its own seeds the sampler (own_seed)."""
+    drop = ("train", "backbone") + (("seed",) if own_seed else ())
+    return {k: v for k, v in model_identity.items() if k not in drop}
+
+
 @dataclass(frozen=True)
 class Point:
     model: ModelSpec
@@ -113,10 +121,8 @@ class Point:
         ident = {"model": self.model.identity(older=older), "denoiser": self.denoiser, "sampler": self.sampler,
                  "sampler_params": self.sampler_params.key_dump(),
                  "eval": {**eval_identity, **key_fields({"judge": judge})}}
-        if self.denoiser == "oracle":  # an oracle has no training: its rows do not depend on it,
-            # nor on the training seed once a sampling seed of its own seeds the sampler
-            drop = ("train", "backbone") + (("seed",) if self.sample_seed is not None else ())
-            ident["model"] = {k: v for k, v in ident["model"].items() if k not in drop}
+        if self.denoiser == "oracle":
+            ident["model"] = oracle_identity(ident["model"], own_seed=self.sample_seed is not None)
         return ident
 
     def components(self) -> dict[str, tuple[str, int]]:

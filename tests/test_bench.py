@@ -8,8 +8,9 @@ import yaml
 
 from flowbench.__main__ import main
 from flowbench.bench import run_bench
-from flowbench.bench.measure import PhaseMemory, RecordedCalls, calls_per_run, time_call
+from flowbench.bench.measure import RecordedCalls, calls_per_run, time_call
 from flowbench.config import SuiteError
+from flowbench.measuring import PhaseMemory
 
 TINY = {
     "name": "tiny", "backbone": {"d_model": 16, "n_layers": 1, "n_heads": 2}, "seq_len": 6, "vocab_size": 10,
@@ -142,6 +143,20 @@ def test_phase_memory_sees_an_allocation_and_not_the_past():
         del x
     assert quiet.mb < 16 and 56 < mem.mb < 200
     del big
+
+
+def test_phase_memory_of_a_row_is_the_process_peak_without_a_thread():
+    """The evaluation worker's rows record the process's peak resident set on the CPU, read at the
+    stop: no polling thread runs beside the timed sampler."""
+    import resource
+    import threading
+
+    threads = threading.active_count()
+    mem = PhaseMemory(torch.device("cpu"), cpu="process").start()
+    assert threading.active_count() == threads
+    assert mem.stop() == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with pytest.raises(ValueError, match="cpu must be 'poll' or 'process'"):
+        PhaseMemory(torch.device("cpu"), cpu="peak")
 
 
 def test_compiled_contestant_samples_as_eager_and_is_timed_for_latency_only(tmp_path):

@@ -16,9 +16,9 @@ import flowbench.runner as runner
 from flowbench.config import BackboneConfig, load_suite
 from flowbench.families.base import Family
 from flowbench.launch.local import LocalLauncher
+from flowbench.measuring import PhaseMemory
 from flowbench.plan import plan
 from flowbench.registry import FAMILIES
-from flowbench.worker import PeakMemory
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ROOT = Path(__file__).parents[1]
@@ -116,9 +116,9 @@ def test_cuda_peak_memory_leaves_out_what_was_live_before(monkeypatch):
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=state["allocated"]))
     state["peak"] = 4000 * mb  # an earlier row's peak
-    memory = PeakMemory(torch.device("cuda"))
+    memory = PhaseMemory(torch.device("cuda"), cpu="process").start()  # as the runner measures a row
     state["peak"] = 1500 * mb + 120 * mb  # this row's network and sampling
-    assert memory.mb() == 120
+    assert memory.stop() == 120 == memory.mb
 
 
 def test_warm_up_runs_at_the_timed_batch_size(tmp_path, monkeypatch, smoke_suite):

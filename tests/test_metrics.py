@@ -27,3 +27,13 @@ def test_entropy_is_per_sample_unigram_in_nats():
 def test_metrics_registered_with_direction():
     assert METRICS.get("gen_ppl").higher_is_better is False
     assert METRICS.get("entropy").higher_is_better is True
+
+
+def test_score_columns_are_the_built_in_metrics_interval_columns():
+    """One list of the columns that score a row: a built-in metric that gains or loses an interval
+    column changes it here, and the training-noise scales compare reads cover exactly it."""
+    from flowbench.metrics import BUILTIN_METRICS, METRIC_COLUMNS, SCORE_COLUMNS
+    from flowbench.training_noise import SCALES
+
+    assert sorted(SCORE_COLUMNS) == sorted(c for cls in BUILTIN_METRICS for c in cls.interval)
+    assert set(SCORE_COLUMNS) <= set(METRIC_COLUMNS) and set(SCALES) == set(SCORE_COLUMNS)

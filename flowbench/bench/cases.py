@@ -15,8 +15,9 @@ import torch
 
 from flowbench.bare_step import BareStep
 from flowbench.bench.config import Bench, BenchEntry
-from flowbench.bench.measure import PhaseMemory, RecordedCalls, Timing, calls_per_run, clock_of, time_call
+from flowbench.bench.measure import RecordedCalls, Timing, calls_per_run, clock_of, time_call
 from flowbench.config import SuiteError, validate
+from flowbench.measuring import PhaseMemory
 from flowbench.registry import FAMILIES
 
 

@@ -1,4 +1,5 @@
-"""Timing, per-phase memory, and the replay of a sampler's backbone calls on their own.
+"""Timing, and the replay of a sampler's backbone calls on their own (per-phase memory:
+flowbench/measuring.py).
 
 Times are medians of `repeats` runs after one untimed warm-up; each median comes with the
 relative spread (max - min) / median of its runs, so a reader sees how noisy a shared CPU was.
@@ -7,16 +8,14 @@ from __future__ import annotations
 
 import contextvars
 import math
-import os
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from flowbench.allocator import glibc
+from flowbench.measuring import sync
 
 
 @dataclass(frozen=True)
@@ -24,11 +23,6 @@ class Timing:
     median_s: float
     spread: float  # (max - min) / median over the repeats
     repeats: int
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def clock_of(name: str) -> Callable[[], float]:
@@ -47,11 +41,11 @@ def time_call(fn: Callable[[], object], *, repeats: int, device: torch.device, w
         fn()
     runs = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = now()
         for _ in range(number):
             fn()
-        _sync(device)
+        sync(device)
         runs.append((now() - t0) / number)
     med = statistics.median(runs)
     return Timing(median_s=med, spread=(max(runs) - min(runs)) / med if med > 0 else 0.0, repeats=repeats)
@@ -66,58 +60,6 @@ def calls_per_run(fn: Callable[[], object], *, min_run_s: float, device: torch.d
         return 1
     one = time_call(fn, repeats=1, device=device, warmup=0).median_s
     return max(1, math.ceil(min_run_s / one)) if one > 0 else 1
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_LIBC = glibc()
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
-
-
-class PhaseMemory:
-    """Peak memory of one phase of the process (a training or sampling loop), not its lifetime.
-
-    On CUDA: the peak allocated above what was live at the start. On the CPU the allocator keeps
-    no peak, so a thread polls the resident set every millisecond; freed heap is returned to the
-    OS first (malloc_trim) so the phase starts from what is live. The result is the growth of the
-    resident set over the phase: tensors plus allocator slack, to about a millisecond's resolution."""
-
-    def __init__(self, device: torch.device, *, interval_s: float = 1e-3):
-        self.device, self.interval_s = device, interval_s
-        self.peak = self.base = 0
-
-    def __enter__(self) -> "PhaseMemory":
-        if self.device.type == "cuda":
-            self.base = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        if _LIBC is not None:
-            _LIBC.malloc_trim(0)
-        self.base = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(self.interval_s)
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-            return
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-    @property
-    def mb(self) -> float:
-        return max(0, self.peak - self.base) / 2**20
 
 
 class RecordedCalls:

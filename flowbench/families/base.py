@@ -269,9 +269,15 @@ class EvidenceHead(nn.Module):
         return out + ev.to(out.dtype)
 
 
-def time_grid(nfe: int, *, t_end: float = 1.0, dtype=torch.float64) -> torch.Tensor:
-    """nfe + 1 uniformly spaced times from 0 (noise) to t_end."""
-    return torch.linspace(0.0, t_end, nfe + 1, dtype=dtype)
+def time_grid(steps: int, *, t_end: float = 1.0,
+              warp: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """steps + 1 float64 times from 0 (noise) to t_end: uniformly spaced, or with warp (an
+    increasing map of [0, 1] onto itself) t_k = t_end * warp(k / steps), its ends pinned to 0 and 1."""
+    if warp is None:
+        return torch.linspace(0.0, t_end, steps + 1, dtype=torch.float64)
+    t = warp(torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64))
+    t[0], t[-1] = 0.0, 1.0
+    return t * t_end
 
 
 def randomized_steps(denoise: Callable, renoise: Callable, x: torch.Tensor, grid: torch.Tensor, *,

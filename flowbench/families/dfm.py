@@ -50,7 +50,9 @@ below the entropy rate). `exact` has neither defect.
 Relation to MDLM (baselines/mdlm.py). With source='mask' and n = 1 the path is MDLM's `loglinear`
 forward process (kappa_t = t, the probability a token is unmasked), and the euler sampler equals
 MDLM's ancestral sampler at every NFE (reveal probability h / (1 - t_k) = (kappa_{k+1} - kappa_k) /
-(1 - kappa_k)). They differ in the loss: MDLM weights the masked-token CE by its ELBO weight
+(1 - kappa_k)). Both run the one masked path of flowbench/families/mixture.py (the mixture draw, the
+masked evidence, the jump sampler): with step 'exact', or 'rate' at an NFE that is a power of two,
+the same network and seed give MDLM's samples bit for bit (tests/families/test_dfm.py). They differ in the loss: MDLM weights the masked-token CE by its ELBO weight
 kappa'_t / (1 - kappa_t) = 1 / (1 - t); DFM's default `ce` is the plain CE (no weight), and
 `gkl` recovers MDLM's ELBO (up to the extra clamp t >= eps).
 
@@ -60,8 +62,6 @@ unmasked positions, which neither the loss nor the sampler reads.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -69,15 +69,11 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from flowbench.backbone import BackboneSpec
-from flowbench.families.base import Family, Params, SamplerParams, sample_categorical, time_grid
+from flowbench.families.base import Family, Params, SamplerParams, time_grid
+from flowbench.families.mixture import (KappaT, jump_steps, last_step_jumps_all, leave_probabilities,
+                                        masked_evidence, mix)
 from flowbench.families.time_sampling import TimeSampling
 from flowbench.registry import FAMILIES
-
-
-@dataclass(frozen=True)
-class KappaT:
-    kappa: torch.Tensor    # weight of the data x_1 in the mixture at t
-    d_kappa: torch.Tensor  # its time derivative
 
 
 class PolynomialScheduler:
@@ -151,10 +147,8 @@ class DFM(Family):
 
         Returns x_t (B, L), and with return_source also the bool (B, L) of positions drawn from x_0."""
         kappa = self.scheduler(t).kappa.to(x1.device)[:, None]  # (B, 1) float64
-        from_source = torch.rand(x1.shape, generator=generator, device=x1.device,
-                                 dtype=torch.float64) >= kappa  # (B, L)
-        x0 = self.source_sample(tuple(x1.shape), generator=generator, device=x1.device)
-        x_t = torch.where(from_source, x0, x1)
+        x_t, from_source = mix(x1, kappa, generator=generator, source=lambda: self.source_sample(
+            tuple(x1.shape), generator=generator, device=x1.device))
         return (x_t, from_source) if return_source else x_t
 
     # --- training ------------------------------------------------------------------------
@@ -194,14 +188,10 @@ class DFM(Family):
         """p_k for k = 0..nfe-1 (float64, (nfe,)): probability that a position jumps in step k."""
         grid = time_grid(nfe)  # (nfe + 1,) float64, 0 -> 1
         k = self.scheduler(grid)
-        if step == "rate":
-            h = 1.0 / nfe
-            p = (h * k.d_kappa[:-1] / (1 - k.kappa[:-1])).clamp(max=1.0)
-        else:
-            p = (k.kappa[1:] - k.kappa[:-1]) / (1 - k.kappa[:-1])
-        p = p.nan_to_num(nan=1.0, posinf=1.0).clamp(0.0, 1.0)
-        p[-1] = 1.0  # the last step lands on posterior draws, whatever the scheduler's endpoint
-        return p
+        if step == "exact":
+            return leave_probabilities(k.kappa)
+        h = 1.0 / nfe
+        return last_step_jumps_all((h * k.d_kappa[:-1] / (1 - k.kappa[:-1])).clamp(max=1.0))
 
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):
@@ -211,15 +201,8 @@ class DFM(Family):
         x = self.source_sample((n, self.seq_len), generator=generator, device=device)  # (n, L)
         grid = time_grid(params.nfe).to(device)  # (nfe + 1,) float64
         p_jump = self.jump_probabilities(nfe=params.nfe, step=params.step).tolist()
-        for k in range(params.nfe):
-            logits = model(x, t=grid[k].expand(n))  # (n, L, V)
-            jump = torch.rand(x.shape, generator=generator, device=device, dtype=torch.float64) < p_jump[k]
-            if self.masked_source:
-                jump &= x == self.mask_id
-            draw = sample_categorical(logits, generator=generator, temperature=params.temperature,
-                                      top_p=params.top_p, only=jump)  # (n, L); -1 where no jump
-            x = torch.where(jump, draw, x)
-        return x
+        return jump_steps(lambda x, k: model(x, t=grid[k].expand(n)), x, p_jump, params=params,
+                          generator=generator, mask_id=self.mask_id if self.masked_source else None)
 
     # --- oracle --------------------------------------------------------------------------
     def evidence(self, x_t, t=None):
@@ -230,11 +213,7 @@ class DFM(Family):
         B, L = x_t.shape
         V = self.vocab_size
         if self.masked_source:
-            ev = torch.full((B, L, V), -math.inf, dtype=torch.float64, device=x_t.device)
-            observed = x_t != self.mask_id
-            ev[~observed] = 0.0
-            ev[observed, x_t[observed]] = 0.0
-            return ev
+            return masked_evidence(x_t, mask_id=self.mask_id, vocab_size=V)
         if t is None:
             raise ValueError("dfm with a uniform source needs t for its evidence")
         t = torch.as_tensor(t, device=x_t.device).expand(B)  # (B,)

@@ -66,7 +66,7 @@ posterior input, the band-focused logit warp.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -74,8 +74,9 @@ from pydantic import Field, model_validator
 
 from flowbench.backbone import BackboneSpec
 from flowbench.families.base import (Family, Params, StatePrecision, randomized_steps,
-                                     sample_categorical)
+                                     sample_categorical, time_grid)
 from flowbench.families.ode import solve, steps_for
+from flowbench.families.time_sampling import stratified_uniform
 from flowbench.registry import FAMILIES
 
 _TOL = 1e-12  # relative: |x^v - t| below this is the boundary (t survives a u round trip to ~1e-14)
@@ -231,20 +232,16 @@ class TimeWarp:
         return t
 
 
-def time_grid(n: int, *, kind: str, warp: TimeWarp, power: float, t_end: float) -> torch.Tensor:
-    """n + 1 float64 times from 0 to t_end: warp F^-1(k/n), uniform k/n, cosine
-    1 - cos(pi k / 2n), power (k/n)^q."""
-    u = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)
+def grid_warp(kind: str, *, warp: TimeWarp, power: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """u = k/n -> t of a sampler grid (`base.time_grid`'s warp): warp F^-1(u), uniform u,
+    cosine 1 - cos(pi u / 2), power u^q."""
     if kind == "warp":
-        t = warp.to_t(u)
-    elif kind == "cosine":
-        t = 1.0 - torch.cos(0.5 * math.pi * u)
-    elif kind == "power":
-        t = u**power
-    else:
-        t = u
-    t[0], t[-1] = 0.0, 1.0
-    return t * t_end
+        return warp.to_t
+    if kind == "cosine":
+        return lambda u: 1.0 - torch.cos(0.5 * math.pi * u)
+    if kind == "power":
+        return lambda u: u**power
+    return lambda u: u
 
 
 @FAMILIES.register("dirichlet_flow")
@@ -291,8 +288,7 @@ class DirichletFlow(Family):
         if generator is None:
             generator = torch.Generator(device=x1.device).manual_seed(int(torch.randint(2**31, ())))
         B, L = x1.shape
-        u0 = torch.rand((), generator=generator, device=x1.device, dtype=torch.float64)
-        u = (u0 + torch.arange(B, device=x1.device, dtype=torch.float64) / B) % 1.0  # (B,)
+        u = stratified_uniform(B, generator=generator, device=x1.device)                  # (B,)
         # the path in float32, the network's input precision (t itself stays float64); for
         # alpha >= 1 the prior by dirichlet_draws, as the float32 samplers draw it (torch's Gamma
         # sampler draws entry by entry: a quarter of a step)
@@ -379,7 +375,7 @@ class DirichletFlow(Family):
 
         x0 = prior()
         if sampler == "randomized":
-            grid = time_grid(params.nfe, kind=params.grid, warp=self.warp, power=params.grid_power,
+            grid = time_grid(params.nfe, warp=grid_warp(params.grid, warp=self.warp, power=params.grid_power),
                              t_end=1.0).to(device)
             _, logits = randomized_steps(
                 lambda x, t: model(x.float(), t=self.warp.to_u(t).expand(n).float()),
@@ -387,8 +383,8 @@ class DirichletFlow(Family):
                 x0, grid, generator=generator)
             log_p = logits.to(torch.promote_types(logits.dtype, dtype)).log_softmax(-1)
         else:
-            grid = time_grid(steps_for(params.nfe, params.solver), kind=params.grid, warp=self.warp,
-                             power=params.grid_power, t_end=params.t_end).to(device)
+            grid = time_grid(steps_for(params.nfe, params.solver), t_end=params.t_end,
+                             warp=grid_warp(params.grid, warp=self.warp, power=params.grid_power)).to(device)
             x = solve(lambda t, x: self.velocity(model, x, t=t), x0, grid, solver=params.solver)
             log_p = x.clamp_min(0.0).log()
         if params.decode == "argmax":

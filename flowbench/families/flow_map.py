@@ -423,7 +423,7 @@ class FlowMap(Family):
     @staticmethod
     def grid(nfe: int, *, power: float = 1.0) -> torch.Tensor:
         """t_j = 1 - (1 - j/nfe)^power, j = 0..nfe: float64 (nfe + 1,) from 0 to exactly 1."""
-        return 1 - (1 - time_grid(nfe)) ** power
+        return time_grid(nfe, warp=lambda u: 1 - (1 - u) ** power)
 
     @torch.no_grad()
     def sample(self, model, *, n, sampler, params, generator):

@@ -60,6 +60,15 @@ class TimeSampling(BaseModel):
 
     def sample(self, n: int, *, generator: torch.Generator | None, device=None) -> torch.Tensor:
         """n stratified times (n,) float64: one uniform offset shared by the batch."""
-        u = torch.rand((), generator=generator, device=device, dtype=torch.float64)
-        u = (u + torch.arange(n, device=device, dtype=torch.float64) / n) % 1.0
-        return self.from_uniform(u)
+        return self.from_uniform(stratified_uniform(n, generator=generator, device=device))
+
+
+def stratified_uniform(n: int, *, generator: torch.Generator | None, device=None,
+                       dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """u_b = (u + b / n) mod 1 for b = 0..n-1, with one uniform u (drawn in float64) shared by the
+    batch: (n,) in [0, 1), one point in each stratum [b / n, (b + 1) / n) up to the shift.
+
+    dtype: the precision of the sum (float32 for the families whose trained models drew their
+    times so; a float64 u plus float32 offsets rounds in float32)."""
+    u = torch.rand((), generator=generator, device=device, dtype=torch.float64)
+    return (u + torch.arange(n, device=device, dtype=dtype) / n) % 1.0

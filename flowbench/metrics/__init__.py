@@ -24,12 +24,16 @@ from flowbench.metrics.perplexity import GenPPL, gen_ppl
 from flowbench.registry import METRICS
 
 __all__ = ["Metric", "FunctionMetric", "MetricError", "Samples", "metric", "register", "entropy",
-           "gen_ppl", "selected", "BUILTIN_METRICS", "check_metrics", "score_samples", "METRIC_COLUMNS"]
+           "gen_ppl", "selected", "BUILTIN_METRICS", "check_metrics", "score_samples", "METRIC_COLUMNS",
+           "SCORE_COLUMNS"]
 
 
 BUILTIN_METRICS = (GenPPL, Entropy, NgramKL, Mauve)
 # the leaderboard's metric columns, in order (a metric from outside adds its own after them)
 METRIC_COLUMNS: list[str] = [c for cls in BUILTIN_METRICS for c in cls().all_columns()]
+# the columns that score a row (the built-in metrics' columns with an interval), in the order
+# reports show them: what the report ranks and tabulates, gives a seed interval and compare tests
+SCORE_COLUMNS: tuple[str, ...] = ("gen_ppl", "entropy", "mauve", "unigram_kl", "bigram_kl")
 
 
 def selected(eval_config, corpus) -> list[str]:

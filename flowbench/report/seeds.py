@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from flowbench.leaderboard import SWEEP_COLUMNS
+from flowbench.metrics import SCORE_COLUMNS
 
 LEARNED_FACTOR = 10.0
 # everything that tells two configurations apart; the training seed is the one axis left out
@@ -28,7 +29,6 @@ IDENTITY = ["suite", "corpus", "family", "family_params", "denoiser", "sampler",
 # what one trained model is: its rows share its weights (its samplers and NFEs vary)
 MODEL = ["suite", "corpus", "family", "family_params", "denoiser", "train_steps", "train_passes", "precision",
          "device", "seed"]
-SPREAD = ["gen_ppl", "entropy", "mauve", "unigram_kl", "bigram_kl"]  # columns given a seed interval
 
 
 def learned(df: pd.DataFrame) -> pd.Series:
@@ -57,7 +57,7 @@ def collapse(df: pd.DataFrame) -> pd.DataFrame:
     out["seeds"] = grouped["seed"].size()
     out["learned"] = grouped["learned"].apply(lambda s: int(s.dropna().astype(bool).sum()) if s.notna().any()
                                               else np.nan)
-    spread = [c for c in SPREAD if c in df]
+    spread = [c for c in SCORE_COLUMNS if c in df]  # the columns given a seed interval
     out[[f"{c}_seed_lo" for c in spread]] = grouped[spread].min().to_numpy()
     out[[f"{c}_seed_hi" for c in spread]] = grouped[spread].max().to_numpy()
     out["seed"] = grouped["seed"].apply(lambda s: " ".join(f"{v:g}" for v in s.dropna()))

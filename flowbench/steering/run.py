@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from flowbench.config import SuiteError, config_hash
 from flowbench.families.flow_map import FlowMap
 from flowbench.leaderboard import Leaderboard
-from flowbench.plan import make_corpus, plan
+from flowbench.plan import make_corpus, oracle_identity, plan
 from flowbench.registry import FAMILIES
 from flowbench.steering.config import SteeringConfig, load_steering_suite
 from flowbench.steering.finetune import finetune
@@ -97,7 +97,7 @@ def run_steering(path: str | Path, *, out: str | Path | None = None, progress: b
                          "steering": cfg.model_dump(exclude=own),
                          "num_samples": suite.eval.num_samples, "grid_power": grid_power}
                 if denoiser == "oracle":
-                    ident["model"] = {k_: v for k_, v in ident["model"].items() if k_ not in ("train", "backbone")}
+                    ident["model"] = oracle_identity(ident["model"])
                 if (key := config_hash(ident)) not in done:
                     todo.append((key, m))
         if not todo:

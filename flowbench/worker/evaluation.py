@@ -2,7 +2,6 @@
 them, count the backbone calls, and score them into one leaderboard row."""
 from __future__ import annotations
 
-import resource
 import time
 
 import torch
@@ -10,6 +9,7 @@ import torch
 from flowbench.backbone import count_params
 from flowbench.config import Suite
 from flowbench.leaderboard import SWEEP_COLUMNS
+from flowbench.measuring import PhaseMemory, sync
 from flowbench.metrics import score_samples
 from flowbench.plan import Point
 from flowbench.registry import FAMILIES
@@ -30,35 +30,15 @@ class CallCounter:
         return self.fn(*args, **kwargs)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class PeakMemory:
-    """Peak memory from construction to `mb()`. On CUDA: the peak allocated above what was live
-    at construction, so the judge's weights and earlier rows do not count; on the CPU: the
-    process's peak RSS (the OS keeps no per-phase peak)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.base = device, 0
-        if device.type == "cuda":
-            self.base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-
-    def mb(self) -> float:
-        if self.device.type == "cuda":
-            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite) -> tuple[dict, torch.Tensor]:
     """One point's leaderboard row (without the job's provenance columns) and its samples (N, L)."""
     spec = point.model
     family = FAMILIES.get(spec.family)(params=spec.params, vocab_size=corpus.vocab_size,
                                         seq_len=corpus.seq_len)
     row: dict = {}
-    memory = PeakMemory(device)  # before the network is built: its weights count, the judge's not
+    # before the network is built: its weights count, the judge's not; on the CPU the process's
+    # peak (no polling thread beside the timed sampling)
+    memory = PhaseMemory(device, cpu="process").start()
     compiled = suite.eval.compile and point.denoiser == "trained"  # an oracle is no network to compile
     if point.denoiser == "trained":
         state = load_trained(spec)
@@ -90,15 +70,15 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
         gen.manual_seed(seed)
         for start in range(0, n, bs):
             stop_if_requested(f"evaluation of {spec.label} {point.sampler}")  # a notice: stop between batches
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             chunks.append(family.sample(model, n=min(bs, n - start), generator=gen, **kw).cpu())
-            _sync(device)
+            sync(device)
             latencies.append(time.perf_counter() - t0)
             batches += 1
     tokens = torch.cat(chunks)
     seconds = sum(latencies)
-    peak = memory.mb()
+    peak = memory.stop()
     row.update(score_samples(tokens, corpus=corpus, judge=judge, eval_config=suite.eval, seed=seed,
                              cache_dir=cache_root()))
     sp = point.sampler_params.key_dump()

@@ -220,6 +220,31 @@ def test_euler_sampler_equals_mdlm_ancestral(tiny_language, nfe):
     assert tv(unigram(tiny_language, x_a), unigram(tiny_language, x_b)) < 1.5 * ref + 0.01
 
 
+@pytest.mark.parametrize("step,nfes", [("exact", (1, 3, 4, 7, 64)), ("rate", (1, 2, 4, 64))])
+def test_mask_source_samples_are_mdlm_samples_bit_for_bit(tiny_language, step, nfes):
+    """kappa_t = t: the same network and seed give the same tensors as MDLM's ancestral sampler, and
+    the same corruption and evidence (both run the one masked path, flowbench/families/mixture.py).
+    The rate form's h / (1 - t_k) equals (t_{k+1} - t_k) / (1 - t_k) to the bit where k / nfe is exact
+    (nfe a power of two; at 3, 5, 6, ... the two differ by rounding)."""
+    from flowbench.config import BackboneConfig
+
+    dfm = family(tiny_language, n=1.0, evidence_head=False)
+    mdlm = MDLM(params=MDLMParams(), vocab_size=tiny_language.vocab_size, seq_len=tiny_language.seq_len)
+    torch.manual_seed(0)
+    net = mdlm.build_model(BackboneConfig(d_model=32, n_layers=1, n_heads=2)).eval()
+    for model in (net, mdlm.oracle_model(tiny_language.posterior)):
+        for nfe in nfes:
+            with torch.no_grad():
+                a = dfm.sample(model, n=64, sampler="euler", params=EulerParams(nfe=nfe, step=step), generator=gen(nfe))
+                b = mdlm.sample(model, n=64, sampler="ancestral", params=AncestralParams(nfe=nfe), generator=gen(nfe))
+            assert torch.equal(a, b), (nfe, step)
+    x1 = tiny_language.split("train", 64)
+    t = torch.rand(64, generator=gen(1), dtype=torch.float64)
+    x_t = dfm.corrupt(x1, t, generator=gen(2))
+    assert torch.equal(x_t, mdlm.corrupt(x1, t, generator=gen(2)))
+    assert torch.equal(dfm.evidence(x_t, t), mdlm.evidence(x_t, t))
+
+
 def test_jump_probabilities_match_mdlm_only_for_the_linear_scheduler(tiny_language):
     nfe = 4
     mdlm_reveal = torch.tensor([1 / 4, 1 / 3, 1 / 2, 1.0], dtype=torch.float64)  # (k_{+1} - k) / (1 - k)
