@@ -15,7 +15,7 @@ import pandas as pd
 
 from flowbench.bench import cases, roofline
 from flowbench.bench.config import Bench, BenchEntry
-from flowbench.bench.measure import PhaseMemory
+from flowbench.measuring import PhaseMemory
 from flowbench.config import SuiteError
 
 PREFIX = "vocab_"
