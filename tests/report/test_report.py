@@ -94,8 +94,7 @@ def test_a_low_temperature_generator_ranks_below_true_data(tmp_path, markdown_ta
 
 
 def test_report_and_merge_work_on_an_older_leaderboard(tmp_path, capsys):
-    reference = ROOT / "results" / "reference" / "nfe_sweep"
-    shutil.copy(reference / "leaderboard.csv", tmp_path / "leaderboard.csv")
+    shutil.copy(ROOT / "tests" / "fixtures" / "nfe_sweep_one_seed.csv", tmp_path / "leaderboard.csv")
     assert main(["report", str(tmp_path)]) == 0
     every = (tmp_path / "report.md").read_text().split("## Every row")[1].split("##")[0]
     with open(tmp_path / "leaderboard.csv", newline="") as f:
