@@ -46,13 +46,14 @@ def test_default_samplers_only_trained_and_at_the_usual_sample_count():
     ref = _reference()
     mdlm = ref[(ref["family"] == "mdlm") & (ref["sampler"] == "ancestral") & (ref["denoiser"] == "trained")
                & (ref["nfe"] == 64) & (ref["num_samples"] == 256)]
-    assert table.loc["mdlm/ancestral", "NFE 64"] == f"{mdlm['gen_ppl'].iloc[0]:.1f}"
+    assert len(mdlm) >= 1 and table.loc["mdlm/ancestral", "NFE 64"] == f"{mdlm['gen_ppl'].mean():.1f}"  # mean over seeds
     assert not any("t_first" in line or "oracle" in line or "samples=" in line for line in table.index)
     assert "flow_map/consistency" in table.index  # its defaults: t_first 0.6, argmax reads
 
 
 def test_mean_over_training_seeds_and_no_tuning_rows():
-    ref = _reference()
+    # a one-seed board (nfe_sweep before its three-seed recomputation), given a second seed here
+    ref = pd.read_csv(ROOT / "tests" / "fixtures" / "nfe_sweep_one_seed.csv", dtype={"row_key": str, "supersedes": str})
     mdlm = (ref["family"] == "mdlm") & (ref["sampler"] == "ancestral") & (ref["num_samples"] == 256)
     seed1 = ref[mdlm].assign(seed=1, gen_ppl=ref.loc[mdlm, "gen_ppl"] * 3,
                              row_key=ref.loc[mdlm, "row_key"] + "s1")
