@@ -45,16 +45,35 @@ def save_record(out: Path, *, launcher: str, jobs: list, ids: dict[str, str], lo
                                             "job_id": ids.get(job.name, ""), "log": logs.get(job.name, "")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(_paths(record, lambda p: _relative(p, out)), indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path
 
 
 def load_record(out: Path) -> dict:
+    """The record, its paths (shards, logs) as paths on this machine."""
     path = Path(out) / RECORD
     if not path.exists():
         raise FileNotFoundError(f"no submission record {path}: run the suite first")
-    return json.loads(path.read_text())
+    return _paths(json.loads(path.read_text()), lambda p: str(Path(out) / p) if p and not Path(p).is_absolute() else p)
+
+
+def _paths(record: dict, convert) -> dict:
+    """The record with `convert` applied to every path it holds (jobs' shards, points' logs)."""
+    return {**record,
+            "jobs": {name: {**job, "shard": convert(job["shard"])} for name, job in record.get("jobs", {}).items()},
+            "points": {key: {**point, "log": convert(point["log"])} for key, point in record["points"].items()}}
+
+
+def _relative(path: str, out: Path) -> str:
+    """A path inside the results folder as seen from it, so a record copied or committed with its
+    folder names no machine's folders; a path elsewhere (a cluster's log folder) stays as given."""
+    if not path:
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(Path(out).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _ask(command: list[str]) -> tuple[str, str]:

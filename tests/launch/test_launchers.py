@@ -70,3 +70,32 @@ def test_shipped_profiles_load():
     assert local["slurm_partition"] == "local" and local["cpus_per_task"] == 1
     gpu = load_profile(ROOT / "slurm" / "gpu-cluster.yaml").executor_parameters()
     assert gpu["gpus_per_node"] == 1 and "slurm_account" not in gpu  # null keys are left to the site
+
+
+def test_the_record_names_its_own_folder_relatively_and_moves_with_it(tmp_path):
+    """A committed or copied results folder must not carry one machine's folders: shards and logs
+    inside it are written relative to it and read back as paths where it now lives."""
+    import json
+    import shutil
+    from types import SimpleNamespace
+
+    from flowbench.launch.record import save_record
+
+    out = tmp_path / "run"
+    point = SimpleNamespace(row_key="abc123", label="mdlm(...) ancestral nfe=4")
+    job = SimpleNamespace(name="mdlm-1", shard=out / "shards" / "mdlm-1", trains=True, cost=8.0, points=[point])
+    save_record(out, launcher="slurm", jobs=[job], ids={"mdlm-1": "42"},
+                logs={"mdlm-1": str(out / "slurm" / "42_log.err")})
+    text = (out / "submission.json").read_text()
+    assert str(tmp_path) not in text
+    on_disk = json.loads(text)
+    assert on_disk["jobs"]["mdlm-1"]["shard"] == str(Path("shards") / "mdlm-1")
+    assert on_disk["points"]["abc123"]["log"] == str(Path("slurm") / "42_log.err")
+    moved = tmp_path / "elsewhere"
+    shutil.move(out, moved)
+    record = load_record(moved)
+    assert record["jobs"]["mdlm-1"]["shard"] == str(moved / "shards" / "mdlm-1")
+    assert record["points"]["abc123"]["log"] == str(moved / "slurm" / "42_log.err")
+    # a path outside the folder (a cluster's shared log folder) is kept as given
+    save_record(moved, launcher="slurm", jobs=[job], ids={"mdlm-1": "43"}, logs={"mdlm-1": "/logs/43.err"})
+    assert load_record(moved)["points"]["abc123"]["log"] == "/logs/43.err"
