@@ -33,8 +33,9 @@ from pathlib import Path
 from flowbench.leaderboard import SWEEP_COLUMNS, current_rows
 from flowbench.metrics import METRIC_COLUMNS, SCORE_COLUMNS
 from flowbench.metrics.perplexity import GenPPL
-from flowbench.training_noise import (MODEL_METRICS, SCALES, TRAINING_NOISE, TRAINING_NOISE_SOURCE, Spread,
-                                      NoiseTest, holm, model_groups, model_key, noise_test, pooled_spread)
+from flowbench.training_noise import (CONFIDENCE, MODEL_METRICS, POOLED, SCALES, TRAINING_NOISE_SOURCE, NoiseTest,
+                                      Spread, holm, model_groups, model_key, noise_test, pooled_spread,
+                                      recorded_noise)
 
 # the score columns and gen PPL's other statistics, in leaderboard order, and the model's val_loss
 EXACT_COLUMNS = (*(c for c in METRIC_COLUMNS if c in SCORE_COLUMNS or c in GenPPL.columns), "val_loss")
@@ -246,17 +247,32 @@ def _seed_groups(ref_rows: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def training_spreads(ref_rows: list[dict], *, confidence: float | None = CONFIDENCE) -> dict[str, dict[str, Spread | None]]:
+    """family -> metric -> its training noise measured from the rows' training seeds (None: no
+    group of two seeds); the family '*' pools every family's groups."""
+    trained = [r for r in ref_rows if r["denoiser"] == "trained"]
+    out = {}
+    for family in [*sorted({r["family"] for r in trained}), POOLED]:
+        rows = [r for r in trained if family in (POOLED, r["family"])]
+        groups = list(_seed_groups(rows).values())
+        out[family] = {m: pooled_spread(groups, m, _num, confidence=confidence) for m in SCALES}
+        out[family] |= {m: pooled_spread(list(model_groups(rows, _norm).values()), m, _num, confidence=confidence)
+                        for m in MODEL_METRICS}
+    return out
+
+
 def _spreads(result: Comparison, ref_rows: list[dict]) -> dict[str, dict[str, Spread]]:
     """family -> metric -> its training noise: measured from the reference's seeds, or recorded."""
     out = {}
-    for family in sorted({r["family"] for r in ref_rows}):
-        trained = [r for r in ref_rows if r["family"] == family and r["denoiser"] == "trained"]
-        groups = list(_seed_groups(trained).values())
-        measured = {m: pooled_spread(groups, m, _num) for m in SCALES}
-        measured |= {m: pooled_spread(list(model_groups(trained, _norm).values()), m, _num) for m in MODEL_METRICS}
-        if trained and all(s is None for s in measured.values()):
+    for family, measured in training_spreads(ref_rows).items():
+        if family == POOLED:
+            continue
+        if all(s is None for s in measured.values()):
             result.one_seed.append(family)
-        out[family] = {m: s or Spread(TRAINING_NOISE[m] ** 2, 0) for m, s in measured.items()}
+        recorded = recorded_noise(family)
+        out[family] = {m: s or Spread(recorded[m] ** 2, 0) for m, s in measured.items()}
+    for family in {r["family"] for r in ref_rows} - set(out):  # oracle rows only: never tested on noise
+        out[family] = {m: Spread(t ** 2, 0) for m, t in recorded_noise(family).items()}
     return out
 
 
