@@ -45,9 +45,15 @@ class Job:
     git_sha: str
     timestamp: str
     only: dict | None = None
-    cost: float = 0.0  # relative training cost, to start the longest jobs first
+    cost: float = 0.0  # relative training cost (backbone passes)
     trains: bool = field(default=False)
     threads: int | None = None  # intra-op threads of the job's process; None: its model's train.threads
+    eval_cost: float = 0.0  # its rows' evaluation in the same units (EVAL_PASSES_PER_SAMPLE)
+
+    @property
+    def work(self) -> float:
+        """The job's whole work, training and evaluation, in backbone passes: the longest start first."""
+        return self.cost + self.eval_cost
 
     @property
     def shard(self) -> Path:
@@ -58,11 +64,18 @@ def shard_dir(out: Path, name: str) -> Path:
     return Path(out) / "shards" / name
 
 
+# Evaluating one sample (sampling, judging, the metrics' features) costs about this many training
+# backbone passes: the nfe_sweep reference's jobs spent 3749 s evaluating 127488 samples and 15248 s
+# training 168000 passes. It ranks the jobs by their whole work, so an oracle job with many rows
+# (nfe_sweep's oracle-flow_map: 66 rows, longer than a model's training) is not left to the end.
+EVAL_PASSES_PER_SAMPLE = 0.32
+
+
 def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: dict | None,
               index_of: dict, key_of, replaced: dict[str, str], git_sha: str, timestamp: str,
               threads: int | None = None) -> list[Job]:
     """Group pending points into jobs: one per trained model, one per family for the rest
-    (oracle points); the longest training first."""
+    (oracle points); the most work (training and evaluation) first."""
     from flowbench.worker.training import training_cost  # the families and the trainer: only where jobs are made
 
     groups: dict[str, list] = {}
@@ -76,9 +89,10 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
             name=name, suite=str(Path(suite_path).resolve()), out=str(Path(out).resolve()),
             cache=str(Path(cache).resolve()), only=only, git_sha=git_sha, timestamp=timestamp,
             trains=trains, cost=training_cost(points[0].model) if trains else 0.0, threads=threads,
+            eval_cost=EVAL_PASSES_PER_SAMPLE * sum(p.eval_config.num_samples for p in points),
             points=tuple(JobPoint(index=index_of[id(p)], row_key=(k := key_of(p)), supersedes=replaced.get(k),
                                   label=describe(p)) for p in points)))
-    return sorted(jobs, key=lambda j: j.cost, reverse=True)
+    return sorted(jobs, key=lambda j: j.work, reverse=True)
 
 
 def describe(point) -> str:

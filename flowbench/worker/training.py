@@ -57,7 +57,7 @@ def _train_model(spec: ModelSpec, *, position: int, progress: bool, on_step) -> 
 
 
 def training_cost(spec: ModelSpec) -> float:
-    """Relative training cost, to start the longest jobs first."""
+    """Relative training cost (backbone passes): the training part of a job's work."""
     cost = spec.step_cost
     return cost * spec.train.total_steps(spec.suite.corpus.seq_len, cost=cost)
 

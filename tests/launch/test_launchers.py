@@ -99,3 +99,29 @@ def test_the_record_names_its_own_folder_relatively_and_moves_with_it(tmp_path):
     # a path outside the folder (a cluster's shared log folder) is kept as given
     save_record(moved, launcher="slurm", jobs=[job], ids={"mdlm-1": "43"}, logs={"mdlm-1": "/logs/43.err"})
     assert load_record(moved)["points"]["abc123"]["log"] == "/logs/43.err"
+
+
+def test_jobs_start_by_their_whole_work_training_and_evaluation(tmp_path):
+    """An oracle job trains nothing but may evaluate more than a small model costs to train: it
+    must not be left to the end, where one core would evaluate it while the other idles."""
+    import yaml
+
+    from flowbench.config import load_suite
+    from flowbench.launch.job import make_jobs
+    from flowbench.plan import plan
+
+    suite = yaml.safe_load(SMOKE.read_text())
+    suite["train"]["steps"] = 400
+    suite["eval"]["num_samples"] = 256
+    suite["runs"] = [{"family": "mdlm", "denoiser": ["trained", "oracle"],
+                      "samplers": [{"sampler": "ancestral", "nfe": [1, 2, 4, 8, 16, 32, 64, 128]}]},
+                     {"family": "ar_gpt2", "samplers": [{"sampler": "kv_cache"}]}]
+    path = tmp_path / "work.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    points = plan(load_suite(path))
+    jobs = make_jobs(points, suite_path=path, out=tmp_path, cache=tmp_path, only=None,
+                     index_of={id(p): i for i, p in enumerate(points)}, key_of=lambda p: str(id(p)),
+                     replaced={}, git_sha="abc", timestamp="now")
+    names = [j.name.split("-")[0] for j in jobs]
+    assert names == ["mdlm", "oracle", "ar_gpt2"], names  # training cost alone puts the oracle last
+    assert jobs[1].cost == 0 and jobs[1].work > jobs[2].work > jobs[2].cost > 0
