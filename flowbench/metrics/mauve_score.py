@@ -36,12 +36,16 @@ REPLICATES = 200
 def mauve_of(p: np.ndarray, q: np.ndarray, *, scaling: float, buckets, seed: int):
     import faiss
     import mauve
+    from threadpoolctl import threadpool_limits
 
-    # one thread: k-means on a few hundred points gains nothing from more, and OpenMP threads
-    # spinning on a shared CPU made one call take minutes
+    # one thread: k-means and the PCA's SVD on a few hundred points gain nothing from more, and
+    # threads spinning on a shared CPU made them slow: faiss's OpenMP threads took minutes a call;
+    # two OpenBLAS threads took 2.7 CPU-s for a call one thread does in 0.06 s (512 x 416 features,
+    # 2-core machine under load), with the same bits
     faiss.omp_set_num_threads(1)
-    return mauve.compute_mauve(p_features=p, q_features=q, num_buckets=buckets,
-                               mauve_scaling_factor=scaling, seed=seed, verbose=False)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return mauve.compute_mauve(p_features=p, q_features=q, num_buckets=buckets,
+                                   mauve_scaling_factor=scaling, seed=seed, verbose=False)
 
 
 def mauve_from_histograms(p_hist: np.ndarray, q_hist: np.ndarray, *, scaling: float) -> float:

@@ -124,3 +124,26 @@ def test_exact_features_need_the_embedded_language(language):
         metric.check(language, {"kmeans_seeds": 0})
     with pytest.raises(MetricError, match="unknown key 'bukets'"):
         metric.check(language, {"bukets": 5})
+
+
+def test_clustering_runs_on_one_blas_thread_with_the_same_result(monkeypatch):
+    """PCA and k-means on a few hundred points: more BLAS threads only spin on a busy CPU; the
+    call is pinned to one thread whatever the caller's pool, and the number is what two give."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(size=(128, 48)).astype(np.float32), rng.normal(size=(128, 48)).astype(np.float32)
+    with threadpool_limits(limits=2, user_api="blas"):
+        free = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=12, seed=25, verbose=False).mauve
+    seen = []
+    real = mauve.compute_mauve
+
+    def spy(**kw):
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return real(**kw)
+
+    monkeypatch.setattr(mauve, "compute_mauve", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        pinned = mauve_score.mauve_of(p, q, scaling=5.0, buckets=12, seed=25).mauve
+    assert seen and set(seen) == {1}
+    assert pinned == free
