@@ -228,7 +228,10 @@ def _add_report_commands(sub) -> None:
     lb.add_argument("results", nargs="+", help="results folders or leaderboard.csv files")
     lb.add_argument("--out", required=True, help="the merged CSV (a report can be written beside it)")
     sc = sub.add_parser("score", help="score samples produced elsewhere with the harness's metrics")
-    sc.add_argument("samples", help="a row's .npy.xz samples file, a .jsonl file (records with 'ids' or 'text') or a .txt file (one per line)")
+    sc.add_argument("samples", help="a row's .npy.xz samples file, a .jsonl file (records with 'ids' or 'text'), "
+                                    "a .txt file (one per line), or a results folder with --row")
+    sc.add_argument("--row", metavar="ROW_KEY", help="the row of the results folder SAMPLES to score "
+                                                      "(its own file or the folder's packed samples)")
     sc.add_argument("--corpus", required=True, help="a suite file, or a mapping like '{name: hmm_language, seq_len: 32}'")
     sc.add_argument("--judge", help="judge name (default: the suite's, else exact)")
     sc.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and k-means")
@@ -261,7 +264,7 @@ def _report_commands(args) -> int:
             from flowbench.worker import cache_root
 
             row = score_file(args.samples, corpus_spec=args.corpus, judge=args.judge, seed=args.seed,
-                             cache_dir=cache_root(), text=args.text)
+                             cache_dir=cache_root(), text=args.text, row=args.row)
             print(json.dumps(row, indent=1))
             if args.out:
                 import pandas as pd

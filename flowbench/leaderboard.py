@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flowbench.locks import locked
 from flowbench.metrics import METRIC_COLUMNS
-from flowbench.samples import SUFFIX, save_ids
+from flowbench.samples import SUFFIX, pack_samples, save_ids
 
 SWEEP_COLUMNS = ("t_star", "beta", "alpha", "temperature", "top_p")  # sampler/family knobs swept by suites
 COLUMNS = [
@@ -66,6 +66,12 @@ class Leaderboard:
     def write_samples(self, row_key: str, tokens, *, vocab_size: int) -> Path:
         """A row's (N, L) sample ids, compact (flowbench/samples.py); before its row is appended."""
         return save_ids(self.samples_dir / f"{row_key}{SUFFIX}", tokens, vocab_size=vocab_size)
+
+    def pack_samples(self) -> Path:
+        """Pack the samples of every row of the CSV into one file (flowbench/samples.py): for a
+        finished folder. A row's samples are final once its row is in the CSV, so a samples file
+        with no row yet (a run still writing) stays as it is."""
+        return pack_samples(self.dir, [row["row_key"] for row in self.rows()])
 
     def append(self, row: dict) -> None:
         """Append one row (fsynced); None and missing values are written empty."""

@@ -5,9 +5,9 @@
 #
 # Refuses to start on a tree with uncommitted code (a reference comes from one clean commit, end
 # to end) and stops if the commit changes while it runs. Each suite runs into a fresh folder
-# beside its reference and replaces it only when complete; a killed run started again resumes
-# from the cache (trained models) and the fresh folder (rows). Takes hours on 2 CPU cores:
-# `python -m flowbench status`-style progress is printed by each run.
+# beside its reference and replaces it only when complete, its samples packed into one file; a
+# killed run started again resumes from the cache (trained models) and the fresh folder (rows).
+# Takes hours on 2 CPU cores: `python -m flowbench status`-style progress is printed by each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 suites=("$@")
@@ -32,6 +32,8 @@ for suite in "${suites[@]}"; do
         echo "recompute_references: the code changed during the run; ${fresh} is kept, not installed" >&2
         exit 1
     }
+    # every row's samples in one file beside the leaderboard (flowbench/samples.py), not one per row
+    python -c 'import sys; from flowbench.leaderboard import Leaderboard; Leaderboard(sys.argv[1]).pack_samples()' "${fresh}"
     rm -rf "results/reference/${suite}" && mv "${fresh}" "results/reference/${suite}"
 done
 # the README's headline table follows the new reference (and loses its stale note): commit it with it

@@ -11,7 +11,7 @@ from flowbench.__main__ import main
 from flowbench.config import load_suite
 from flowbench.plan import plan
 from flowbench.runner import run_suite
-from flowbench.samples import load_ids, samples_path
+from flowbench.samples import row_ids
 from flowbench.trainer import load_checkpoint
 from flowbench.worker import checkpoint_path, row_key_function, train_model
 
@@ -31,7 +31,7 @@ def keys(path):
 
 
 def samples(out: Path, row: dict) -> list:
-    return load_ids(samples_path(out / "samples", row["row_key"])).tolist()
+    return row_ids(out, row["row_key"]).tolist()
 
 
 def test_eval_batch_size_keys_rows_not_models(smoke_suite):

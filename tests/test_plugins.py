@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flowbench.plugins import PluginError, load_path
-from flowbench.samples import load_ids, samples_path
+from flowbench.samples import row_ids
 
 ROOT = Path(__file__).parents[1]
 SMOKE = yaml.safe_load((ROOT / "suites" / "smoke.yaml").read_text())
@@ -128,7 +128,7 @@ def test_a_metric_from_an_include_adds_its_column_and_leaves_other_suites_keys(t
         header, rows = reader.fieldnames, list(reader)
     assert header[-1] == "distinct_ids" and len(rows) == 6  # 3 trained and 3 oracle mdlm points
     for r in rows:  # the column holds the metric of the row's own samples
-        ids = load_ids(samples_path(out / "samples", r["row_key"]))  # (N, L)
+        ids = row_ids(out, r["row_key"])  # (N, L)
         expected = sum(len(set(s.tolist())) for s in ids) / ids.numel()
         assert float(r["distinct_ids"]) == pytest.approx(expected) and r["entropy"]
     # a suite that does not name the metric plans the same keys with the metric installed or not

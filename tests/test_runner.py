@@ -13,7 +13,7 @@ from flowbench.config import SuiteError, load_suite
 from flowbench.plan import plan
 from flowbench.report import write_report
 from flowbench.runner import run_suite
-from flowbench.samples import load_ids
+from flowbench.samples import row_ids
 from flowbench.worker import training
 
 SMOKE = Path(__file__).parents[1] / "suites" / "smoke.yaml"
@@ -193,9 +193,8 @@ def test_a_run_samples_its_own_count_keyed_and_labelled_apart(tmp_path, smoke_su
     plain, more = sorted(rows(csv_path), key=lambda r: int(r["num_samples"]))
     assert (plain["num_samples"], more["num_samples"]) == ("8", "24")
     assert plain["row_key"] != more["row_key"] and plain["config_hash"] == more["config_hash"]
-    samples = tmp_path / "o" / "samples"
-    first = load_ids(samples / f"{plain['row_key']}.npy.xz")
-    assert torch.equal(load_ids(samples / f"{more['row_key']}.npy.xz")[:8], first)
+    first = row_ids(tmp_path / "o", plain["row_key"])
+    assert torch.equal(row_ids(tmp_path / "o", more["row_key"])[:8], first)
     report = write_report(csv_path).read_text()
     assert "flow_map/flow_map samples=24" in report and "#" not in report.split("## ")[1]
 
