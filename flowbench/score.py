@@ -128,4 +128,4 @@ def score_file(samples: str | Path, *, corpus_spec: str, judge: str | None = Non
                         cache_dir=cache_dir)
     return {"samples": str(samples), "num_samples": len(tokens), "dropped_short": short,
             "corpus": json.dumps(corpus.describe(), sort_keys=True), "judge": suite.eval.judge,
-            **row, **({"text": [corpus.decode(t) for t in tokens[:text]]} if text else {})}
+            "judge_ppl": getattr(judge_obj, "held_out_ppl", None), **row, **({"text": [corpus.decode(t) for t in tokens[:text]]} if text else {})}
