@@ -61,7 +61,7 @@ def probes(corpus, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     if getattr(corpus, "exact", False):
         unigram, _ = corpus.ngram_marginals()
     else:  # real text: the train split's token frequencies
-        unigram = torch.bincount(corpus.split("train", 4096).reshape(-1), minlength=corpus.vocab_size)
+        unigram = torch.bincount(train_head(corpus).reshape(-1), minlength=corpus.vocab_size)
     iid = torch.multinomial(unigram.float(), N * L, replacement=True, generator=g).view(N, L)
     # a graded probe, not an order probe: 10% of the true tokens replaced by unigram draws
     noised = torch.where(torch.rand(N, L, generator=g) < 0.1, iid.roll(1, 0), true)
@@ -69,6 +69,11 @@ def probes(corpus, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     if not getattr(corpus, "exact", False):  # BPE tokens are not words: move whole words too
         sets.update(word_probes(corpus, true, seed=seed))
     return sets
+
+
+def train_head(corpus, n: int = 4096) -> torch.Tensor:
+    """The train split's first n sequences (all, where it holds fewer)."""
+    return corpus.split("train", min(n, corpus.available("train") or n))
 
 
 def word_starts(corpus) -> torch.Tensor:
@@ -108,7 +113,7 @@ def word_probes(corpus, true: torch.Tensor, seed: int = 0) -> dict[str, torch.Te
     g = torch.Generator().manual_seed(seed + 1)
     starts, eos = word_starts(corpus), getattr(corpus, "eos_id", None)
     L = true.shape[1]
-    pool = [w for row in corpus.split("train", 4096) for w in words_of(row, starts, eos)[1:]]  # first: may be cut
+    pool = [w for row in train_head(corpus) for w in words_of(row, starts, eos)[1:]]  # first: may be cut
 
     def draw(choices: list[list[int]]) -> torch.Tensor:
         picked, total = [], 0
