@@ -4,7 +4,11 @@ exact       the embedded language's own likelihood: -log p(x_i | x_<i) for every
             included (scored under the language's prior); no re-tokenisation.
 local       a GPT-2 the harness trains on the corpus's train split, larger and longer than the
             contestants, cached under a hash of its config and reused. Same tokenizer as the
-            contestants; BOS-prefixed, so the first token is scored too.
+            contestants; BOS-prefixed, so the first token is scored too. It trains once: under a
+            lock beside its checkpoint (a second process needing it waits, then loads), on one
+            thread whichever process trains it, and a run gives its training a job of its own
+            beside the contestants' (`Judge.trains`). Its held-out perplexity (exp of its final
+            validation loss) is every row's `judge_ppl`.
 gpt2-large  the hub's GPT-2 Large (GPU-sized), in float32, at a pinned revision (`revision`,
             part of every row key), downloaded into the flowbench cache. Samples are decoded
             to text and re-tokenised with its GPT-2 tokenizer; '<|endoftext|>' is prepended as
@@ -16,6 +20,7 @@ defaults that decide its scores, which enter the row key with the given paramete
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from flowbench.config import BackboneConfig, TrainConfig, config_hash
+from flowbench.locks import locked
 from flowbench.registry import JUDGES
-from flowbench.trainer import resolve_precision
+from flowbench.trainer import CheckpointError, load_checkpoint, resolve_precision
 
 
 class JudgeError(ValueError):
@@ -36,6 +42,9 @@ class Judge:
     version: ClassVar[int] = 1  # bump when scores change: it enters the row key (flowbench/versions.py)
     pinned: ClassVar[dict] = {}  # defaults that decide the scores (a hub revision): part of row keys
     floor_pool: ClassVar[int | None] = None  # true sequences a floor may score, in multiples of N (None: all)
+    # made by training (cached): a run trains it in a job of its own, beside the contestants' training
+    trains: ClassVar[bool] = False
+    held_out_ppl: float | None = None  # its own perplexity on held-out text (the `judge_ppl` column), if any
 
     def __new__(cls, *args, **kwargs):
         judge = super().__new__(cls)
@@ -56,6 +65,11 @@ class Judge:
         if unknown:
             raise JudgeError(f"eval.judge_params: judge {cls.name!r} takes no parameter {unknown[0]!r} "
                              f"(allowed: {', '.join(own) or 'none'})")
+
+    @classmethod
+    def ready(cls, *, corpus, cache_dir: Path, device, **params) -> bool:
+        """Whether making the judge now would train nothing (always, but for a judge that `trains`)."""
+        return True
 
     def score(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -96,6 +110,8 @@ class NextTokenLoss:
 
 @JUDGES.register("local")
 class LocalJudge(Judge):
+    trains = True
+
     def __init__(self, *, corpus, cache_dir, device, d_model: int = 128, n_layers: int = 4,
                  n_heads: int = 4, steps: int = 4000, batch_size: int = 64, lr: float = 1e-3,
                  seed: int = 0, progress: bool = True):
@@ -103,6 +119,40 @@ class LocalJudge(Judge):
         from flowbench.gpt2 import GPT2, gpt2_config
         from flowbench.trainer import train
 
+        backbone, cfg, meta, ckpt = self.training(corpus=corpus, cache_dir=self.cache_dir, device=device,
+                                                  d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                                                  steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        V = corpus.vocab_size
+        self.model = GPT2(gpt2_config(backbone, vocab_size=V, seq_len=corpus.seq_len), V)
+        n_train = corpus.available("train") or steps * batch_size
+        self.steps_trained = 0  # optimiser steps this process ran (0: it loaded the judge another trained)
+
+        def count(step, total, seconds):
+            self.steps_trained += 1
+
+        def say(holder: str) -> None:
+            print(f"{ckpt.stem}: the local judge is being trained by pid {holder}; waiting for it", flush=True)
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)  # its checkpoint says so, whichever job trains it
+        try:
+            with locked(ckpt.with_suffix(".lock"), on_wait=say):  # one trainer; the others wait, then load
+                state = train(family=NextTokenLoss(V), model=self.model,
+                              train_data=corpus.split("train", n_train),
+                              val_data=corpus.split("validation", min(512, corpus.available("validation") or 512)),
+                              config=cfg, seed=seed, checkpoint=ckpt, meta={**meta, "label": "local judge"},
+                              device=device, progress=progress, on_step=count, alone=True)
+        finally:
+            torch.set_num_threads(threads)
+        self.model.load_state_dict(state["weights"])
+        self.model.to(device).eval()
+        self.bos = V
+        history = state["history"]
+        self.held_out_ppl = math.exp(history[-1]["val_loss"]) if history else None
+
+    @staticmethod
+    def training(*, corpus, cache_dir: Path, device, d_model, n_layers, n_heads, steps, batch_size, lr, seed):
+        """(backbone, train config, checkpoint meta, checkpoint path) of the judge these parameters make."""
         backbone = BackboneConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(200, steps // 10),
                           eval_every=max(1, steps // 4), checkpoint_every=max(1, steps // 4))
@@ -110,18 +160,22 @@ class LocalJudge(Judge):
         meta = {"judge": "local", "corpus": corpus.describe(), "backbone": backbone.model_dump(),
                 "train": cfg.model_dump(), "seed": seed, "device": torch.device(device).type,
                 "precision": resolve_precision(cfg.precision, device)}
-        ckpt = self.cache_dir / "judges" / f"local-{config_hash(meta)}.pt"
-        V = corpus.vocab_size
-        self.model = GPT2(gpt2_config(backbone, vocab_size=V, seq_len=corpus.seq_len), V)
-        n_train = corpus.available("train") or steps * batch_size
-        state = train(family=NextTokenLoss(V), model=self.model,
-                      train_data=corpus.split("train", n_train),
-                      val_data=corpus.split("validation", min(512, corpus.available("validation") or 512)),
-                      config=cfg, seed=seed, checkpoint=ckpt, meta={**meta, "label": "local judge"},
-                      device=device, progress=progress)
-        self.model.load_state_dict(state["weights"])
-        self.model.to(device).eval()
-        self.bos = V
+        return backbone, cfg, meta, Path(cache_dir) / "judges" / f"local-{config_hash(meta)}.pt"
+
+    @classmethod
+    def ready(cls, *, corpus, cache_dir, device, **params) -> bool:
+        """Whether its finished checkpoint is in the cache (an unreadable one: not ready, the job says why)."""
+        defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+                    if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+        given = {**defaults, **params}
+        given.pop("progress", None)
+        *_, meta, ckpt = cls.training(corpus=corpus, cache_dir=cache_dir, device=device, **given)
+        if not ckpt.exists():
+            return False
+        try:
+            return bool(load_checkpoint(ckpt, meta={**meta, "label": "local judge"}).get("done"))
+        except CheckpointError:
+            return False
 
     @torch.no_grad()
     def score(self, tokens):

@@ -21,7 +21,7 @@ COLUMNS = [
     "suite", "family", "denoiser", "sampler", "nfe", "backbone_calls", *SWEEP_COLUMNS,
     "seed", "sample_seed", "split", "params", "train_steps", "train_tokens", "train_passes", "train_threads",
     "train_seconds", "train_cost_ratio", "val_loss", "gen_ppl", "gen_ppl_mean",
-    "nll_mean", "nll_median", "judge", "entropy",
+    "nll_mean", "nll_median", "judge", "judge_ppl", "entropy",
     *[c for c in METRIC_COLUMNS if c not in ("gen_ppl", "gen_ppl_mean", "nll_mean", "nll_median", "entropy")],
     "samples_per_s", "tokens_per_s",
     "latency_s", "peak_mem_mb", "num_samples", "family_params", "sampler_params", "device",

@@ -18,7 +18,7 @@ from pathlib import Path
 from flowbench.config import load_suite
 from flowbench.launch import make_launcher
 from flowbench.launch.collect import collect, run_lock
-from flowbench.launch.job import make_jobs
+from flowbench.launch.job import judge_job, make_jobs
 from flowbench.launch.record import save_record
 from flowbench.leaderboard import Leaderboard
 from flowbench.plan import Point, check_corpus, make_corpus, plan
@@ -64,12 +64,19 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
         replaced, notes = find_superseded(pending, current=Point.components, row_key=key_of, done=done)
         for line in notes:
             print(f"{suite.name}: {line}")
-        # a judge that trains (the local one) is trained here once, not raced for by every job
-        judge_cls(corpus=corpus, cache_dir=cache_root(), device=device, **suite.eval.judge_params)
+        judge_kw = dict(corpus=corpus, cache_dir=cache_root(), device=device, **suite.eval.judge_params)
+        if not judge_cls.trains:
+            judge_cls(**judge_kw)  # a judge that cannot load (the hub's, offline) fails before any training
         index_of = {id(p): i for i, p in enumerate(points)}
+        stamp, sha = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), git_sha()
         job_list = make_jobs(pending, suite_path=Path(path), out=board.dir, cache=cache_root(), only=only,
-                             index_of=index_of, key_of=key_of, replaced=replaced, git_sha=git_sha(), threads=threads,
-                             timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                             index_of=index_of, key_of=key_of, replaced=replaced, git_sha=sha, threads=threads,
+                             timestamp=stamp)
+        if judge_cls.trains and not judge_cls.ready(**judge_kw):
+            # a judge made by training (the local one) trains in a job of its own, first, beside the
+            # contestants' training; evaluations wait for it on its lock (launch/job.py)
+            job_list.insert(0, judge_job(judge=suite.eval.judge, suite_path=Path(path), out=board.dir,
+                                         cache=cache_root(), only=only, git_sha=sha, timestamp=stamp))
         try:
             launched = run.launch(job_list, progress=progress)
         finally:

@@ -151,5 +151,5 @@ def score_file(samples: str | Path, *, corpus_spec: str, judge: str | None = Non
                            cache_dir=cache_dir)
     return {"samples": str(samples), **({"row_key": row} if row else {}), "num_samples": len(tokens),
             "dropped_short": short, "corpus": json.dumps(corpus.describe(), sort_keys=True),
-            "judge": suite.eval.judge, **scores,
+            "judge": suite.eval.judge, "judge_ppl": getattr(judge_obj, "held_out_ppl", None), **scores,
             **({"text": [corpus.decode(t) for t in tokens[:text]]} if text else {})}

@@ -200,7 +200,7 @@ def lr_schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
 def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tensor,
           config: TrainConfig, seed: int, checkpoint: Path, meta: dict, device: torch.device,
           progress: bool = True, position: int = 0, on_step=None,
-          reference: Callable[[], float] | None = None) -> dict:
+          reference: Callable[[], float] | None = None, alone: bool = False) -> dict:
     """Train `model` with `family.loss` to the budget; resume from `checkpoint` if present.
     `on_step(step, total, seconds)`, if given, is called after every step (progress reports).
 
@@ -210,10 +210,12 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
     not validation or saving; None when resumed from a checkpoint that predates it) and, with
     `reference` (a callable timing a unit of reference work, e.g. a bare backbone step:
     flowbench.bare_step), its seconds measured before every save (`reference_seconds`), so a
-    step's cost can be read against work timed in the same process under the same load."""
+    step's cost can be read against work timed in the same process under the same load.
+    `alone`: train in this process only, even inside a DDP process group (a judge: one process
+    trains it, the others wait for its checkpoint)."""
     seq_len = train_data.shape[1]
     total = config.total_steps(seq_len, cost=family.train_cost)
-    rank, world = distributed_rank()
+    rank, world = (0, 1) if alone else distributed_rank()
     if config.batch_size % world:
         raise ValueError(f"train.batch_size {config.batch_size} does not split over {world} processes")
     torch.manual_seed(seed)

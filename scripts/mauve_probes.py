@@ -1,6 +1,7 @@
 """Which MAUVE features see word order: true data and three order-destroying probes, per feature set.
 
-Usage: python scripts/mauve_probes.py [--n 256] [--seeds 5] [--features minilm,local-last,...] [--english]
+Usage: python scripts/mauve_probes.py [--n 256] [--seeds 5] [--features minilm,local-last,...]
+                                      [--english [--suite suites/english.yaml]]
 
 On the embedded language (hmm_language, seq_len 32, the nfe_sweep corpus) p is one of
   true      N test-split sequences
@@ -12,6 +13,18 @@ On the embedded language (hmm_language, seq_len 32, the nfe_sweep corpus) p is o
             mostly right sample falls, not an order probe)
 and q the first N validation sequences (as the metric's reference). For each feature set it
 prints MAUVE (mean and range over k-means seeds) and each probe's ratio to true data's MAUVE.
+
+--english: real English instead, the corpus of the English suite (`--suite`, default
+suites/english.yaml: WordNet glosses, its byte-level BPE, its L). A BPE token is not a word, so the
+three probes above (on tokens: a token shuffle breaks words apart) come with their word-level
+twins, which move whole words and keep every word intact:
+  words shuffled   the sequence's words (a token opening with whitespace, EOS or the token after
+                   EOS starts one) permuted within the sequence (same tokens, same length)
+  words resampled  the sequence's words drawn with replacement, cut to L tokens
+  words unigram    i.i.d. words of the train split's first 4096 sequences, cut to L tokens
+Only the text features and the `local-*` ones apply there (no exact likelihood); the `local-*`
+candidates train the `local` judge's GPT-2 at LOCAL on that corpus first (cached).
+
 The choice this table made is written in docs/metrics.md (mauve). Cost: the `local-*` candidates
 first train the `local` judge's GPT-2 at LOCAL (cached); minilm-concat took 19 minutes on a loaded
 2-core machine, every other candidate a few minutes or less.
@@ -26,8 +39,8 @@ import numpy as np
 import torch
 
 from flowbench.data.language import HMMLanguage
-from flowbench.metrics.features import (exact_features, minilm_features, minilm_surprisal_features,
-                                        surprisal_features)
+from flowbench.metrics.features import (SURPRISAL_WEIGHT, exact_features, minilm_features,
+                                        minilm_surprisal_features, surprisal_features)
 from flowbench.metrics.mauve_score import mauve_of
 
 
@@ -35,7 +48,8 @@ from flowbench.metrics.mauve_score import mauve_of
 LOCAL = dict(d_model=64, n_layers=2, n_heads=4, steps=1000, lr=3e-3)
 
 
-ORDER_PROBES = ("shuffled", "resampled", "unigram")
+ORDER_PROBES = ("shuffled", "resampled", "unigram", "words shuffled", "words resampled", "words unigram")
+EXACT_ONLY = ("exact", "minilm+surprisal", "exact-nll", "exact+surprisal")  # need the language's likelihood
 
 
 def probes(corpus, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -47,11 +61,76 @@ def probes(corpus, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     if getattr(corpus, "exact", False):
         unigram, _ = corpus.ngram_marginals()
     else:  # real text: the train split's token frequencies
-        unigram = torch.bincount(corpus.split("train", 4096).reshape(-1), minlength=corpus.vocab_size)
+        unigram = torch.bincount(train_head(corpus).reshape(-1), minlength=corpus.vocab_size)
     iid = torch.multinomial(unigram.float(), N * L, replacement=True, generator=g).view(N, L)
     # a graded probe, not an order probe: 10% of the true tokens replaced by unigram draws
     noised = torch.where(torch.rand(N, L, generator=g) < 0.1, iid.roll(1, 0), true)
-    return {"true": true, "shuffled": shuffled, "resampled": resampled, "unigram": iid, "10% noised": noised}
+    sets = {"true": true, "shuffled": shuffled, "resampled": resampled, "unigram": iid, "10% noised": noised}
+    if not getattr(corpus, "exact", False):  # BPE tokens are not words: move whole words too
+        sets.update(word_probes(corpus, true, seed=seed))
+    return sets
+
+
+def train_head(corpus, n: int = 4096) -> torch.Tensor:
+    """The train split's first n sequences (all, where it holds fewer)."""
+    return corpus.split("train", min(n, corpus.available("train") or n))
+
+
+def word_starts(corpus) -> torch.Tensor:
+    """(V,) bool: the token opens a word (its text starts with whitespace, or it is EOS)."""
+    starts = torch.tensor([corpus.decode([i])[:1].isspace() for i in range(corpus.vocab_size)])
+    eos = getattr(corpus, "eos_id", None)
+    if eos is not None:
+        starts[eos] = True
+    return starts
+
+
+def words_of(row: torch.Tensor, starts: torch.Tensor, eos: int | None) -> list[list[int]]:
+    """A sequence's tokens grouped into words: a word starts at a word-opening token, at the token
+    after EOS (a document's first word has no leading space) and at the sequence's first token."""
+    words: list[list[int]] = []
+    previous = None
+    for t in row.tolist():
+        if not words or starts[t] or previous == eos:
+            words.append([t])
+        else:
+            words[-1].append(t)
+        previous = t
+    return words
+
+
+def fill(words: list[list[int]], length: int) -> torch.Tensor:
+    """Concatenated words cut to `length` tokens."""
+    ids = [t for w in words for t in w]
+    assert len(ids) >= length
+    return torch.tensor(ids[:length])
+
+
+def word_probes(corpus, true: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The order probes on whole words (module docstring): shuffled within the sequence (its
+    tokens exactly, in another word order), resampled from the sequence, and i.i.d. words of the
+    train split, each cut to the sequence length."""
+    g = torch.Generator().manual_seed(seed + 1)
+    starts, eos = word_starts(corpus), getattr(corpus, "eos_id", None)
+    L = true.shape[1]
+    pool = [w for row in train_head(corpus) for w in words_of(row, starts, eos)[1:]]  # first: may be cut
+
+    def draw(choices: list[list[int]]) -> torch.Tensor:
+        picked, total = [], 0
+        while total < L:
+            w = choices[int(torch.randint(len(choices), (1,), generator=g))]
+            picked.append(w)
+            total += len(w)
+        return fill(picked, L)
+
+    shuffled, resampled, unigram = [], [], []
+    for row in true:
+        words = words_of(row, starts, eos)
+        shuffled.append(fill([words[i] for i in torch.randperm(len(words), generator=g).tolist()], L))
+        resampled.append(draw(words))
+        unigram.append(draw(pool))
+    return {"words shuffled": torch.stack(shuffled), "words resampled": torch.stack(resampled),
+            "words unigram": torch.stack(unigram)}
 
 
 @torch.inference_mode()
@@ -114,6 +193,9 @@ def candidates(corpus, cache_dir: str) -> dict:
         "local-nll-sorted": lambda t: np.sort(local(t)[1], axis=1),
         "local-mean+local-surprisal": lambda t: np.concatenate([unit(local(t)[0].mean(1)), surprisal(local(t)[1])], 1),
         "minilm+local-surprisal": lambda t: np.concatenate([unit(minilm_features(texts(t))), surprisal(local(t)[1])], 1),
+        # the library's minilm+surprisal with the local GPT-2's NLL in place of the exact one (real text)
+        "minilm+local-surprisal@0.5": lambda t: np.concatenate(
+            [unit(minilm_features(texts(t))), SURPRISAL_WEIGHT * surprisal(local(t)[1])], 1),
         "exact+surprisal": lambda t: np.concatenate([unit(exact_features(t, corpus)), surprisal(exact_nll(t))], 1),
         # minilm+surprisal at other weights of the surprisal block (the library's: SURPRISAL_WEIGHT)
         **{f"minilm+surprisal@{w}": (lambda w: lambda t: np.concatenate(
@@ -128,21 +210,29 @@ def main(argv=None) -> None:
     ap.add_argument("--features", default=None, help="comma-separated subset of the candidates")
     ap.add_argument("--cache-dir", default=".cache/flowbench")
     ap.add_argument("--english", action="store_true",
-                    help="real English instead: WordNet glosses (Debian wordnet-base), byte-level BPE "
-                         "V 1024, L 32; probes on BPE tokens; only the text features apply")
+                    help="real English instead: the corpus of --suite (WordNet glosses, byte-level BPE); "
+                         "token and whole-word probes; only the text and local-* features apply")
+    ap.add_argument("--suite", default="suites/english.yaml", help="with --english: the suite whose corpus to read")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(1)
     if args.english:
-        from flowbench.data.wordnet import WordNetGlosses
-        corpus = WordNetGlosses(seq_len=32, vocab_size=1024, max_documents=40000, cache_dir=args.cache_dir)
+        from flowbench.config import load_suite
+        from flowbench.plan import make_corpus
+
+        corpus = make_corpus(load_suite(args.suite), cache_dir=args.cache_dir)
+        print(f"corpus {corpus.describe()}")
     else:
         corpus = HMMLanguage(seq_len=32, seed=0)
     sets = probes(corpus, args.n)
     reference = corpus.split("validation", args.n)
     table = candidates(corpus, args.cache_dir)
-    names = args.features.split(",") if args.features else list(table)
+    exact = getattr(corpus, "exact", False)
+    names = args.features.split(",") if args.features else [
+        n for n in table if exact or not (n in EXACT_ONLY or n.startswith("minilm+surprisal"))]
     seeds = [25 + s for s in range(args.seeds)]
+    if any("local" in n for n in names):
+        local_model(corpus, args.cache_dir)  # trained here, outside the featurizers' inference mode
 
     print(f"N = {args.n}, k-means seeds {seeds[0]}..{seeds[-1]}; MAUVE mean [min, max] over seeds; "
           f"ratio = probe mean / true mean")
@@ -156,7 +246,7 @@ def main(argv=None) -> None:
             p = table[name](tokens)
             scores[probe] = np.array([mauve_of(p, q, scaling=5.0, buckets="auto", seed=s).mauve for s in seeds])
         true = scores["true"].mean()
-        ratio = max(scores[p].mean() / true for p in ORDER_PROBES)
+        ratio = max(scores[p].mean() / true for p in ORDER_PROBES if p in scores)
         cells = [f"{v.mean():.3f} [{v.min():.3f}, {v.max():.3f}]" for v in scores.values()]
         print(f"| {name} | {' | '.join(cells)} | {ratio:.2f} | {time.perf_counter() - start:.0f} |",
               flush=True)

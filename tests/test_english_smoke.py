@@ -34,3 +34,31 @@ def test_the_kl_on_real_english_fails_before_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "ngram_kl" in err and "wordnet_glosses" in err and "\n" not in err
     assert not (tmp_path / "o").exists() and not list((tmp_path / "cache").glob("models/*"))
+
+
+def test_the_english_suites_plan_every_family_at_equal_compute():
+    """suites/english.yaml: every family at nfe_sweep's budget and backbone, V >= 1024, L >= 32,
+    three training seeds; english_curve.yaml: 2000 / 8000 / 16000 passes on one seed, its 8000-pass
+    models english.yaml's own (planned only: training them takes hours)."""
+    from flowbench.config import load_suite
+    from flowbench.plan import plan
+    from flowbench.registry import FAMILIES
+
+    english, curve = (load_suite(ROOT / "suites" / f"{n}.yaml") for n in ("english", "english_curve"))
+    nfe_sweep = load_suite(ROOT / "suites" / "nfe_sweep.yaml")
+    for suite in (english, curve):
+        assert suite.corpus.name == "wordnet_glosses" and suite.eval.judge == "local"
+        assert suite.corpus.model_extra["vocab_size"] >= 1024 and suite.corpus.seq_len >= 32
+        assert suite.backbone == nfe_sweep.backbone
+    points = plan(english)
+    models = {p.model.key: p.model for p in points}
+    assert {m.family for m in models.values()} == set(FAMILIES.names())
+    assert {m.seed for m in models.values()} == {0, 1, 2} and len(models) == 7 * 3  # dfm: both sources
+    assert {m.train.passes for m in models.values()} == {nfe_sweep.train["passes"]} == {8000}
+    assert all(p.denoiser == "trained" for p in points)  # real text has no exact denoiser
+    curve_models = {p.model.key: p.model for p in plan(curve)}
+    assert {(m.family, m.train.passes) for m in curve_models.values()} == {
+        (f, n) for f in FAMILIES.names() for n in (2000, 8000, 16000)}
+    assert {m.seed for m in curve_models.values()} == {0}
+    assert {k for k, m in curve_models.items() if m.train.passes == 8000} == {
+        k for k, m in models.items() if m.seed == 0}  # the same checkpoints

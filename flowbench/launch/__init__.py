@@ -4,7 +4,8 @@
     debug    submitit's DebugExecutor: the Slurm code path, in this process
     slurm    submitit job arrays on a Slurm cluster described by a profile (slurm/*.yaml)
 
-The unit of work is a job (flowbench/launch/job.py): one trained model and the rows that use it.
+The unit of work is a job (flowbench/launch/job.py): one trained model and the rows that use it,
+or the training of a judge made by training (the local one), which the contestants' jobs run beside.
 Every launcher runs the same `run_job`, which writes the job's rows to its own shard; `collect`
 merges the shards into the leaderboard.
 """

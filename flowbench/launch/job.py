@@ -1,4 +1,9 @@
-"""One job: train one model (resuming from its checkpoint), then evaluate the points that use it.
+"""One job: train one model (resuming from its checkpoint), then evaluate the points that use it;
+or train the suite's judge, where the judge is made by training (`Judge.trains`: the local one).
+
+A judge job runs beside the contestants' jobs, first in the list: contestants train meanwhile, and
+an evaluation that needs the judge before it is done waits on the judge's lock (or, where no
+judge job has started yet, trains it itself under that lock): it is trained exactly once.
 
 A job carries paths and keys, never models: the worker (a local process, a Slurm task) loads the
 suite again, plans it again and finds its points by their index in the plan, checking each row key
@@ -49,6 +54,7 @@ class Job:
     trains: bool = field(default=False)
     threads: int | None = None  # intra-op threads of the job's process; None: its model's train.threads
     eval_cost: float = 0.0  # its rows' evaluation in the same units (EVAL_PASSES_PER_SAMPLE)
+    judge: bool = False  # trains the suite's judge (no points)
 
     @property
     def work(self) -> float:
@@ -95,6 +101,14 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
     return sorted(jobs, key=lambda j: j.work, reverse=True)
 
 
+def judge_job(*, judge: str, suite_path: Path, out: Path, cache: Path, only: dict | None, git_sha: str,
+              timestamp: str) -> Job:
+    """The job that trains the suite's judge: no points, first in the list (every evaluation waits for it)."""
+    return Job(name=f"judge-{judge}", suite=str(Path(suite_path).resolve()), out=str(Path(out).resolve()),
+               cache=str(Path(cache).resolve()), only=only, git_sha=git_sha, timestamp=timestamp, points=(),
+               judge=True)
+
+
 def describe(point) -> str:
     sp = ",".join(f"{k}={v}" for k, v in point.sampler_params.key_dump().items())
     fp = ",".join(f"{k}={v}" for k, v in point.model.params.model_dump().items())
@@ -130,6 +144,8 @@ def _run_job(job: Job, *, position: int, progress: bool) -> int:
     retain_freed_memory()  # a spawned or cluster worker is a process of its own
     load_builtins()
     suite = load_suite(job.suite)
+    if job.judge:
+        return _train_judge(job, suite)
     points = plan(suite, only=job.only)
     corpus = make_corpus(suite, cache_dir=worker.cache_root())
     key_of = worker.row_key_function(suite, corpus=corpus)
@@ -172,6 +188,23 @@ def _run_job(job: Job, *, position: int, progress: bool) -> int:
                       "versions": worker.json_cell({c: v for c, (_, v) in point.components().items()})})
         beat.row(time.perf_counter() - t0)
     return len(todo)
+
+
+def _train_judge(job: Job, suite) -> int:
+    """Make the suite's judge, which trains it (or waits for its trainer, or loads it); no rows."""
+    from flowbench import worker
+    from flowbench.plan import make_corpus
+    from flowbench.registry import JUDGES
+    from flowbench.trainer import resolve_device
+
+    if not is_main_process():  # DDP: one process trains the judge
+        return 0
+    corpus = make_corpus(suite, cache_dir=worker.cache_root())
+    judge = JUDGES.get(suite.eval.judge)(corpus=corpus, cache_dir=worker.cache_root(),
+                                         device=resolve_device(suite.eval.device), **suite.eval.judge_params)
+    ppl = judge.held_out_ppl
+    print(f"job {job.name}: judge ready" + ("" if ppl is None else f", held-out perplexity {ppl:.3f}"), flush=True)
+    return 0
 
 
 def is_main_process() -> bool:

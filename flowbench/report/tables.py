@@ -31,6 +31,16 @@ def true_data_row(df: pd.DataFrame) -> dict:
     return {"run": "true data", **{c: (None if pd.isna(row.get(c)) else row.get(c)) for c in SHOWN}}
 
 
+def judges(df: pd.DataFrame) -> str:
+    """The judges of the rows, each with its own held-out perplexity (`judge_ppl`) where it has one."""
+    ppl = pd.to_numeric(df["judge_ppl"], errors="coerce") if "judge_ppl" in df else pd.Series(float("nan"), df.index)
+    out = []
+    for name, g in ppl.groupby(df["judge"].astype(str)):
+        values = sorted(g.dropna().round(2).unique())
+        out.append(f"`{name}`" + (f" (its held-out perplexity {', '.join(f'{v:.2f}' for v in values)})" if values else ""))
+    return ", ".join(out)
+
+
 def _n(n) -> str:
     return "?" if pd.isna(n) else f"{n:g}"
 
@@ -80,7 +90,7 @@ def markdown(df: pd.DataFrame, figures: list[str]) -> str:
     counts = df["num_samples"].value_counts(dropna=False).sort_index()
     head = [f"# {', '.join(sorted(df['suite'].astype(str).unique()))}", "",
             f"{len(df)} rows ({', '.join(f'{c} at N = {_n(n)}' for n, c in counts.items())}); judge "
-            f"`{', '.join(sorted(df['judge'].astype(str).unique()))}`; git "
+            f"{judges(df)}; git "
             f"{', '.join(sorted(df['git_sha'].astype(str).unique()))}.", "",
             "True data at each sample count N: the mean over draws of held-out sequences, with the 5-95% band "
             "of the draws where the leaderboard records it (docs/metrics.md).", "", truth_table(df), "",

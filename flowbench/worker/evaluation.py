@@ -81,6 +81,7 @@ def evaluate(point: Point, *, corpus, judge, device: torch.device, suite: Suite)
     peak = memory.stop()
     row.update(score_samples(tokens, corpus=corpus, judge=judge, eval_config=suite.eval, seed=seed,
                              cache_dir=cache_root()))
+    row["judge_ppl"] = getattr(judge, "held_out_ppl", None)  # the judge's own held-out perplexity, if it has one
     sp = point.sampler_params.key_dump()
     nfe = sp.get("nfe") or corpus.seq_len
     merged = {**spec.params.model_dump(), **sp}

@@ -147,3 +147,33 @@ def test_clustering_runs_on_one_blas_thread_with_the_same_result(monkeypatch):
         pinned = mauve_score.mauve_of(p, q, scaling=5.0, buckets=12, seed=25).mauve
     assert seen and set(seen) == {1}
     assert pinned == free
+
+
+def test_the_english_word_probes_move_whole_words(tmp_path):
+    """scripts/mauve_probes.py on a BPE corpus: `words shuffled` is each sequence's own words in
+    another order (the same tokens, every word intact), `words resampled` draws only the sequence's
+    own words, and every probe keeps the sequence length."""
+    import importlib.util
+    from pathlib import Path
+
+    from flowbench.data.text import TextFiles
+
+    spec = importlib.util.spec_from_file_location("mauve_probes", Path(__file__).parents[2] / "scripts" / "mauve_probes.py")
+    probes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probes)
+    words = "the cat sat on a mat while an old dog slept near the warm fire of the house".split()
+    g = np.random.default_rng(0)
+    (tmp_path / "t.txt").write_text("\n".join(" ".join(g.choice(words, 12)) for _ in range(400)))
+    corpus = TextFiles(paths=[str(tmp_path / "t.txt")], seq_len=16, vocab_size=300, cache_dir=tmp_path / "c")
+    true = corpus.split("test", 8)
+    sets = probes.word_probes(corpus, true)
+    starts, eos = probes.word_starts(corpus), corpus.eos_id
+    assert all(v.shape == true.shape for v in sets.values())
+    moved = 0
+    for row, shuffled, resampled in zip(true, sets["words shuffled"], sets["words resampled"]):
+        own, s = probes.words_of(row, starts, eos), shuffled.tolist()
+        assert sorted(s) == sorted(row.tolist())  # the same tokens
+        assert all(any(s[i:i + len(w)] == w for i in range(len(s))) for w in own)  # every word intact
+        moved += not torch.equal(shuffled, row)
+        assert set(resampled.tolist()) <= set(row.tolist())  # the sequence's own words only
+    assert moved >= 6  # the order did change

@@ -96,7 +96,9 @@ def test_a_low_temperature_generator_ranks_below_true_data(tmp_path, markdown_ta
 def test_report_and_merge_work_on_an_older_leaderboard(tmp_path, capsys):
     shutil.copy(ROOT / "tests" / "fixtures" / "nfe_sweep_one_seed.csv", tmp_path / "leaderboard.csv")
     assert main(["report", str(tmp_path)]) == 0
-    every = (tmp_path / "report.md").read_text().split("## Every row")[1].split("##")[0]
+    text = (tmp_path / "report.md").read_text()
+    assert "judge `exact`;" in text and "judge_ppl" not in text  # written before the column: none to name
+    every = text.split("## Every row")[1].split("##")[0]
     with open(tmp_path / "leaderboard.csv", newline="") as f:
         n = len(list(csv.DictReader(f)))
     assert sum(1 for l in every.splitlines() if l.startswith("| ") and not l.startswith("| run")) == n

@@ -1,0 +1,155 @@
+"""The local judge is trained exactly once, in a job of its own beside the contestants: two
+processes that need it at once train it once (a lock beside its checkpoint), the runner trains
+nothing itself, contestants train while the judge trains, and their evaluation waits for it. Every
+row carries the judge's own held-out perplexity (`judge_ppl`). A tiny judge on the embedded
+language: seconds on a CPU."""
+import csv
+import math
+import shutil
+import threading
+import time
+
+import pytest
+import torch
+
+from flowbench import runner, trainer
+from flowbench.data.language import HMMLanguage
+from flowbench.judges import LocalJudge
+from flowbench.launch.collect import collect
+from flowbench.launch.job import run_job
+from flowbench.report import write_report
+from flowbench.runner import run_suite
+
+TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "steps": 12, "batch_size": 8, "progress": False}
+RUNS = [{"family": "ar_gpt2", "samplers": [{"sampler": "kv_cache"}]}]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def gated_judge(monkeypatch):
+    """The judge's training waits at its start until `release` is set, and counts the optimiser
+    steps it runs (in `steps`); contestants train through the worker's own `train`, unchanged."""
+    real = trainer.train
+    state = {"release": threading.Event(), "started": threading.Event(), "steps": []}
+
+    def gated(**kw):
+        if kw["meta"].get("label") == "local judge":
+            state["started"].set()
+            assert state["release"].wait(900), "the test never released the judge"
+            counted = kw.pop("on_step")
+
+            def on_step(*a):
+                state["steps"].append(a[0])
+                counted(*a)
+            return real(on_step=on_step, **kw)
+        return real(**kw)
+
+    monkeypatch.setattr(trainer, "train", gated)
+    return state
+
+
+def judge_kw(tmp_path, language):
+    return dict(corpus=language, cache_dir=tmp_path / "cache", device=torch.device("cpu"), **TINY)
+
+
+def test_two_workers_that_need_the_judge_at_once_train_it_once(tmp_path, gated_judge, capsys):
+    language = HMMLanguage(seq_len=8, seed=0)
+    assert not LocalJudge.ready(**judge_kw(tmp_path, language))
+    made, errors = [], []
+
+    def need_it():
+        try:
+            made.append(LocalJudge(**judge_kw(tmp_path, language)))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    first = threading.Thread(target=need_it)
+    first.start()
+    assert gated_judge["started"].wait(600) or errors, errors  # the first holds the judge's lock, training
+    second = threading.Thread(target=need_it)
+    second.start()
+    deadline, said = time.monotonic() + 600, ""
+    while "waiting for it" not in said:  # the second waits on the lock
+        assert time.monotonic() < deadline and second.is_alive(), "the second worker did not wait for the judge"
+        time.sleep(0.05)
+        said += capsys.readouterr().out
+    gated_judge["release"].set()
+    first.join(600), second.join(600)
+    assert not errors and len(made) == 2, errors
+    assert sorted(j.steps_trained for j in made) == [0, TINY["steps"]]  # one trained, the other loaded
+    assert len(gated_judge["steps"]) == TINY["steps"]
+    a, b = made
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert a.held_out_ppl == b.held_out_ppl and 1 < a.held_out_ppl < language.vocab_size * 2
+    assert LocalJudge.ready(**judge_kw(tmp_path, language))
+
+
+class Recording:
+    """A launcher that keeps the jobs it is handed and runs none."""
+
+    name, waits = "local", True
+
+    def __init__(self):
+        self.jobs = []
+
+    def launch(self, jobs, *, progress):
+        self.jobs += jobs
+        return {j.name: {"job_id": "local", "log": ""} for j in jobs}
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_contestants_train_while_the_judge_trains_and_evaluate_after_it(tmp_path, monkeypatch, smoke_suite,
+                                                                        gated_judge):
+    suite = smoke_suite(runs=RUNS, **{"eval.judge": "local", "eval.judge_params": TINY,
+                                      "eval.metrics": ["gen_ppl", "entropy"]})
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    launcher = Recording()
+    monkeypatch.setattr(runner, "make_launcher", lambda *a, **kw: launcher)
+    run_suite(suite, out=out, progress=False)
+    judge, contestant = launcher.jobs  # the judge's job first, then the contestant's
+    assert judge.judge and not judge.points and not judge.trains
+    assert contestant.trains and not contestant.judge and len(contestant.points) == 1
+    assert not (cache / "judges").exists()  # the runner itself trained no judge
+
+    threads = [threading.Thread(target=run_job, args=(job,)) for job in (judge, contestant)]
+    threads[0].start()
+    assert gated_judge["started"].wait(600)  # the judge's job holds the judge, training
+    threads[1].start()
+    deadline = time.monotonic() + 600
+    while not any(cache.glob("models/ar_gpt2-*.pt")) or not torch.load(
+            next(cache.glob("models/ar_gpt2-*.pt")), weights_only=True)["done"]:
+        assert time.monotonic() < deadline, "the contestant did not train while the judge trained"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert threads[0].is_alive() and threads[1].is_alive()  # trained; its evaluation waits for the judge
+    assert not (contestant.shard / "leaderboard.csv").exists()
+    gated_judge["release"].set()
+    for t in threads:
+        t.join(600)
+    assert len(gated_judge["steps"]) == TINY["steps"]  # trained once
+    (row,) = rows(contestant.shard / "leaderboard.csv")
+    (ckpt,) = (cache / "judges").glob("local-*.pt")
+    history = torch.load(ckpt, weights_only=True)["history"]
+    assert float(row["judge_ppl"]) == pytest.approx(math.exp(history[-1]["val_loss"]), rel=1e-12)
+    assert float(row["gen_ppl_floor"]) > 1  # true data under the same judge: the floor rows are read against
+
+    # the next run finds the judge trained: no judge job; the report names the judge's perplexity
+    shutil.rmtree(out)
+    launcher.jobs.clear()
+    run_suite(suite, out=out, progress=False)
+    assert [j.judge for j in launcher.jobs] == [False]
+    run_job(launcher.jobs[0])
+    collect(out)
+    report = write_report(out).read_text()
+    assert f"judge `local` (its held-out perplexity {float(row['judge_ppl']):.2f});" in report
+
+
+def test_a_judge_without_a_perplexity_leaves_the_column_empty(tmp_path, smoke_suite):
+    suite = smoke_suite(runs=RUNS, **{"eval.metrics": ["gen_ppl"]})
+    (row,) = rows(run_suite(suite, out=tmp_path / "out", jobs=1, progress=False))
+    assert row["judge"] == "exact" and row["judge_ppl"] == ""
+    assert "judge `exact`;" in write_report(tmp_path / "out").read_text()
