@@ -263,16 +263,12 @@ def training_spreads(ref_rows: list[dict], *, confidence: float | None = CONFIDE
 
 def _spreads(result: Comparison, ref_rows: list[dict]) -> dict[str, dict[str, Spread]]:
     """family -> metric -> its training noise: measured from the reference's seeds, or recorded."""
-    out = {}
-    for family, measured in training_spreads(ref_rows).items():
-        if family == POOLED:
-            continue
-        if all(s is None for s in measured.values()):
+    spreads, out = training_spreads(ref_rows), {}
+    for family in sorted({r["family"] for r in ref_rows}):
+        measured = spreads.get(family, {})  # none: oracle rows only, never tested on noise
+        if measured and all(s is None for s in measured.values()):
             result.one_seed.append(family)
-        recorded = recorded_noise(family)
-        out[family] = {m: s or Spread(recorded[m] ** 2, 0) for m, s in measured.items()}
-    for family in {r["family"] for r in ref_rows} - set(out):  # oracle rows only: never tested on noise
-        out[family] = {m: Spread(t ** 2, 0) for m, t in recorded_noise(family).items()}
+        out[family] = {m: measured.get(m) or Spread(t ** 2, 0) for m, t in recorded_noise(family).items()}
     return out
 
 

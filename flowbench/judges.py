@@ -7,7 +7,7 @@ local       a GPT-2 the harness trains on the corpus's train split, larger and l
             contestants; BOS-prefixed, so the first token is scored too. It trains once: under a
             lock beside its checkpoint (a second process needing it waits, then loads), on one
             thread whichever process trains it, and a run gives its training a job of its own
-            beside the contestants' (`Judge.trains`). Its held-out perplexity (exp of its final
+            beside the contestants' (`Judge.ready`). Its held-out perplexity (exp of its final
             validation loss) is every row's `judge_ppl`.
 gpt2-large  the hub's GPT-2 Large (GPU-sized), in float32, at a pinned revision (`revision`,
             part of every row key), downloaded into the flowbench cache. Samples are decoded
@@ -42,8 +42,6 @@ class Judge:
     version: ClassVar[int] = 1  # bump when scores change: it enters the row key (flowbench/versions.py)
     pinned: ClassVar[dict] = {}  # defaults that decide the scores (a hub revision): part of row keys
     floor_pool: ClassVar[int | None] = None  # true sequences a floor may score, in multiples of N (None: all)
-    # made by training (cached): a run trains it in a job of its own, beside the contestants' training
-    trains: ClassVar[bool] = False
     held_out_ppl: float | None = None  # its own perplexity on held-out text (the `judge_ppl` column), if any
 
     def __new__(cls, *args, **kwargs):
@@ -68,7 +66,8 @@ class Judge:
 
     @classmethod
     def ready(cls, *, corpus, cache_dir: Path, device, **params) -> bool:
-        """Whether making the judge now would train nothing (always, but for a judge that `trains`)."""
+        """Whether making the judge now would train nothing: always, but for a judge made by training
+        (the local one) that is not in the cache yet; a run then trains it in a job of its own."""
         return True
 
     def score(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,8 +109,6 @@ class NextTokenLoss:
 
 @JUDGES.register("local")
 class LocalJudge(Judge):
-    trains = True
-
     def __init__(self, *, corpus, cache_dir, device, d_model: int = 128, n_layers: int = 4,
                  n_heads: int = 4, steps: int = 4000, batch_size: int = 64, lr: float = 1e-3,
                  seed: int = 0, progress: bool = True):

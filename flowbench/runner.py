@@ -65,16 +65,17 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
         for line in notes:
             print(f"{suite.name}: {line}")
         judge_kw = dict(corpus=corpus, cache_dir=cache_root(), device=device, **suite.eval.judge_params)
-        if not judge_cls.trains:
+        judge_ready = judge_cls.ready(**judge_kw)
+        if judge_ready:
             judge_cls(**judge_kw)  # a judge that cannot load (the hub's, offline) fails before any training
         index_of = {id(p): i for i, p in enumerate(points)}
         stamp, sha = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), git_sha()
         job_list = make_jobs(pending, suite_path=Path(path), out=board.dir, cache=cache_root(), only=only,
                              index_of=index_of, key_of=key_of, replaced=replaced, git_sha=sha, threads=threads,
                              timestamp=stamp)
-        if judge_cls.trains and not judge_cls.ready(**judge_kw):
-            # a judge made by training (the local one) trains in a job of its own, first, beside the
-            # contestants' training; evaluations wait for it on its lock (launch/job.py)
+        if not judge_ready:
+            # a judge still to be trained (the local one) trains in a job of its own, first, beside
+            # the contestants' training; evaluations wait for it on its lock (launch/job.py)
             job_list.insert(0, judge_job(judge=suite.eval.judge, suite_path=Path(path), out=board.dir,
                                          cache=cache_root(), only=only, git_sha=sha, timestamp=stamp))
         try:

@@ -1,5 +1,5 @@
 """One job: train one model (resuming from its checkpoint), then evaluate the points that use it;
-or train the suite's judge, where the judge is made by training (`Judge.trains`: the local one).
+or train the suite's judge, where the judge is made by training and not cached (`Judge.ready`).
 
 A judge job runs beside the contestants' jobs, first in the list: contestants train meanwhile, and
 an evaluation that needs the judge before it is done waits on the judge's lock (or, where no
@@ -72,8 +72,10 @@ def shard_dir(out: Path, name: str) -> Path:
 
 # Evaluating one sample (sampling, judging, the metrics' features) costs about this many training
 # backbone passes: the nfe_sweep reference's jobs spent 3749 s evaluating 127488 samples and 15248 s
-# training 168000 passes. It ranks the jobs by their whole work, so an oracle job with many rows
-# (nfe_sweep's oracle-flow_map: 66 rows, longer than a model's training) is not left to the end.
+# training 168000 passes (before MAUVE's clustering ran on one BLAS thread, which cut one row's
+# evaluation about threefold: an upper estimate). It ranks the jobs by their whole work, so an oracle
+# job with many rows (nfe_sweep's oracle-flow_map: 66 rows, longer than a model's training) is not
+# left to the end.
 EVAL_PASSES_PER_SAMPLE = 0.32
 
 
