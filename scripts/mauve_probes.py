@@ -23,7 +23,8 @@ twins, which move whole words and keep every word intact:
   words resampled  the sequence's words drawn with replacement, cut to L tokens
   words unigram    i.i.d. words of the train split's first 4096 sequences, cut to L tokens
 Only the text features and the `local-*` ones apply there (no exact likelihood); the `local-*`
-candidates train the `local` judge's GPT-2 at LOCAL on that corpus first (cached).
+candidates use the suite's own judge there (`eval.judge: local` and its `judge_params`; with
+`--small-judge`, LOCAL), trained on the train split first (cached).
 
 The choice this table made is written in docs/metrics.md (mauve). Cost: the `local-*` candidates
 first train the `local` judge's GPT-2 at LOCAL (cached); minilm-concat took 19 minutes on a loaded
@@ -39,8 +40,8 @@ import numpy as np
 import torch
 
 from flowbench.data.language import HMMLanguage
-from flowbench.metrics.features import (SURPRISAL_WEIGHT, exact_features, minilm_features,
-                                        minilm_surprisal_features, surprisal_features)
+from flowbench.metrics.features import (JUDGE_SURPRISAL_WEIGHT, SURPRISAL_WEIGHT, exact_features,
+                                        minilm_features, minilm_surprisal_features, surprisal_features)
 from flowbench.metrics.mauve_score import mauve_of
 
 
@@ -165,14 +166,17 @@ def local_states(tokens: torch.Tensor, corpus, cache_dir: str) -> tuple[np.ndarr
     return hidden[:, 1:].numpy(), nll.numpy()
 
 
-def candidates(corpus, cache_dir: str) -> dict:
+def candidates(corpus, cache_dir: str, reference: torch.Tensor) -> dict:
     """name -> featurize(tokens (N, L)) -> (N, D) array. mauve-text l2-normalises each vector,
-    so a block that must keep its level (surprisal) is not normalised on its own."""
+    so a block that must keep its level (surprisal) is not normalised on its own. `reference`:
+    the held-out sequences MAUVE compares with (the origin of the z-scored surprisal)."""
     texts = lambda t: [corpus.decode(r) for r in t]                    # noqa: E731
     local = lambda t: local_states(t, corpus, cache_dir)               # noqa: E731
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)      # noqa: E731
     surprisal = lambda nll: surprisal_features(nll, vocab_size=corpus.vocab_size)  # noqa: E731
     exact_nll = lambda t: corpus.token_nll(t).numpy()                 # noqa: E731
+    mean_nll = lambda t: local(t)[1].mean(1)                           # noqa: E731
+    zscore = lambda t: (mean_nll(t) - mean_nll(reference).mean()) / mean_nll(reference).std()  # noqa: E731
     return {
         # the library's feature sets
         "minilm": lambda t: minilm_features(texts(t)),
@@ -193,9 +197,16 @@ def candidates(corpus, cache_dir: str) -> dict:
         "local-nll-sorted": lambda t: np.sort(local(t)[1], axis=1),
         "local-mean+local-surprisal": lambda t: np.concatenate([unit(local(t)[0].mean(1)), surprisal(local(t)[1])], 1),
         "minilm+local-surprisal": lambda t: np.concatenate([unit(minilm_features(texts(t))), surprisal(local(t)[1])], 1),
-        # the library's minilm+surprisal with the local GPT-2's NLL in place of the exact one (real text)
-        "minilm+local-surprisal@0.5": lambda t: np.concatenate(
-            [unit(minilm_features(texts(t))), SURPRISAL_WEIGHT * surprisal(local(t)[1])], 1),
+        # the library's minilm+surprisal with the local GPT-2's NLL in place of the exact one (real
+        # text), at the library's weight of the surprisal block and at larger ones
+        **{f"minilm+local-surprisal@{w}": (lambda w: lambda t: np.concatenate(
+            [unit(minilm_features(texts(t))), w * surprisal(local(t)[1])], 1))(w)
+           for w in (SURPRISAL_WEIGHT, 2.0, 4.0)},
+        # the library's minilm+judge-surprisal with the local GPT-2 as the judge: the mean per-token
+        # NLL as a z-score against the reference's, at the library's weight and others
+        **{f"minilm+local-zsurprisal@{w}": (lambda w: lambda t: np.concatenate(
+            [unit(minilm_features(texts(t))), w * zscore(t)[:, None]], 1))(w)
+           for w in (0.05, JUDGE_SURPRISAL_WEIGHT, 0.2)},
         "exact+surprisal": lambda t: np.concatenate([unit(exact_features(t, corpus)), surprisal(exact_nll(t))], 1),
         # minilm+surprisal at other weights of the surprisal block (the library's: SURPRISAL_WEIGHT)
         **{f"minilm+surprisal@{w}": (lambda w: lambda t: np.concatenate(
@@ -213,6 +224,8 @@ def main(argv=None) -> None:
                     help="real English instead: the corpus of --suite (WordNet glosses, byte-level BPE); "
                          "token and whole-word probes; only the text and local-* features apply")
     ap.add_argument("--suite", default="suites/english.yaml", help="with --english: the suite whose corpus to read")
+    ap.add_argument("--small-judge", action="store_true",
+                    help="with --english: the local-* features from LOCAL's GPT-2, not the suite's judge")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -220,13 +233,18 @@ def main(argv=None) -> None:
         from flowbench.config import load_suite
         from flowbench.plan import make_corpus
 
-        corpus = make_corpus(load_suite(args.suite), cache_dir=args.cache_dir)
+        suite = load_suite(args.suite)
+        corpus = make_corpus(suite, cache_dir=args.cache_dir)
         print(f"corpus {corpus.describe()}")
+        if suite.eval.judge == "local" and not args.small_judge:
+            LOCAL.clear()
+            LOCAL.update(suite.eval.judge_params)
+        print(f"local-* features: the local judge's GPT-2 at {LOCAL}")
     else:
         corpus = HMMLanguage(seq_len=32, seed=0)
     sets = probes(corpus, args.n)
     reference = corpus.split("validation", args.n)
-    table = candidates(corpus, args.cache_dir)
+    table = candidates(corpus, args.cache_dir, reference)
     exact = getattr(corpus, "exact", False)
     names = args.features.split(",") if args.features else [
         n for n in table if exact or not (n in EXACT_ONLY or n.startswith("minilm+surprisal"))]

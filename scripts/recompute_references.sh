@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
-    suites=(nfe_sweep flow_map_seeds tstar_sweep beta_sweep frontier recipe_ablation learning_curves steering)
+    suites=(nfe_sweep flow_map_seeds tstar_sweep beta_sweep frontier recipe_ablation learning_curves steering
+            english english_curve)
 fi
 dirty() { git status --porcelain --untracked-files=no -- . ':(exclude)results'; }
 if [ -n "$(dirty)" ]; then

