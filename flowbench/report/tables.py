@@ -41,6 +41,12 @@ def judges(df: pd.DataFrame) -> str:
     return ", ".join(out)
 
 
+def mauve_features(df: pd.DataFrame) -> str:
+    """' MAUVE on `<features>` features.' for the features the rows' MAUVE was computed on, if any."""
+    kinds = sorted(df["mauve_features"].dropna().astype(str).unique()) if "mauve_features" in df else []
+    return f" MAUVE on {', '.join(f'`{k}`' for k in kinds)} features (docs/metrics.md)." if kinds else ""
+
+
 def _n(n) -> str:
     return "?" if pd.isna(n) else f"{n:g}"
 
@@ -91,7 +97,7 @@ def markdown(df: pd.DataFrame, figures: list[str]) -> str:
     head = [f"# {', '.join(sorted(df['suite'].astype(str).unique()))}", "",
             f"{len(df)} rows ({', '.join(f'{c} at N = {_n(n)}' for n, c in counts.items())}); judge "
             f"{judges(df)}; git "
-            f"{', '.join(sorted(df['git_sha'].astype(str).unique()))}.", "",
+            f"{', '.join(sorted(df['git_sha'].astype(str).unique()))}.{mauve_features(df)}", "",
             "True data at each sample count N: the mean over draws of held-out sequences, with the 5-95% band "
             "of the draws where the leaderboard records it (docs/metrics.md).", "", truth_table(df), "",
             f"Rows are ranked by `{metric}` minus true data's `{metric}` at the row's own N "

@@ -98,6 +98,7 @@ def test_report_and_merge_work_on_an_older_leaderboard(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "judge `exact`;" in text and "judge_ppl" not in text  # written before the column: none to name
+    assert "MAUVE on `minilm` features" in text  # the features its MAUVE column was computed on
     every = text.split("## Every row")[1].split("##")[0]
     with open(tmp_path / "leaderboard.csv", newline="") as f:
         n = len(list(csv.DictReader(f)))
