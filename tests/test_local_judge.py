@@ -153,3 +153,55 @@ def test_a_judge_without_a_perplexity_leaves_the_column_empty(tmp_path, smoke_su
     (row,) = rows(run_suite(suite, out=tmp_path / "out", jobs=1, progress=False))
     assert row["judge"] == "exact" and row["judge_ppl"] == ""
     assert "judge `exact`;" in write_report(tmp_path / "out").read_text()
+
+
+def test_a_contestant_trained_before_the_judge_hands_its_evaluation_back(tmp_path, monkeypatch, smoke_suite,
+                                                                         gated_judge):
+    # the local launcher's first run of a job defers its evaluation while the judge trains elsewhere
+    # (no core waits on the judge's lock); its second run evaluates, training nothing again
+    from flowbench.launch.job import DEFERRED
+    from flowbench.launch.progress import read_heartbeat
+
+    suite = smoke_suite(runs=RUNS, **{"eval.judge": "local", "eval.judge_params": TINY,
+                                      "eval.metrics": ["gen_ppl", "entropy"]})
+    out = tmp_path / "out"
+    launcher = Recording()
+    monkeypatch.setattr(runner, "make_launcher", lambda *a, **kw: launcher)
+    run_suite(suite, out=out, progress=False)
+    judge, contestant = launcher.jobs
+    training = threading.Thread(target=run_job, args=(judge,))
+    training.start()
+    assert gated_judge["started"].wait(600)
+    assert run_job(contestant, defer_evaluation=True) == DEFERRED
+    assert not (contestant.shard / "leaderboard.csv").exists()
+    first = read_heartbeat(contestant.shard)
+    assert first["trained"] and first["train_seconds"] > 0 and first["rows_done"] == 0
+    gated_judge["release"].set()
+    training.join(600)
+    (ckpt,) = (tmp_path / "cache").glob("models/ar_gpt2-*.pt")
+    saved = ckpt.stat().st_mtime_ns
+    assert run_job(contestant, defer_evaluation=True, requeued=True) == 1  # the judge is ready: no deferral
+    assert ckpt.stat().st_mtime_ns == saved  # its model was loaded, not trained or saved again
+    assert len(rows(contestant.shard / "leaderboard.csv")) == 1
+    second = read_heartbeat(contestant.shard)
+    assert second["started"] == first["started"] and second["train_seconds"] == first["train_seconds"]
+    assert second["rows_done"] == 1
+
+
+def test_the_local_launcher_runs_a_deferred_job_again_behind_the_queue(monkeypatch):
+    import concurrent.futures as cf
+
+    from flowbench.launch import local
+    from flowbench.launch.job import DEFERRED
+
+    calls = []
+
+    def fake_run_job(job, *, position, progress, defer_evaluation=False, requeued=False):
+        calls.append((job, defer_evaluation, requeued))
+        return DEFERRED if job == "a" and defer_evaluation else 1
+
+    monkeypatch.setattr(local, "run_job", fake_run_job)
+    monkeypatch.setattr(local.cf, "ProcessPoolExecutor",
+                        lambda workers, **kw: cf.ThreadPoolExecutor(1))  # one at a time: a fixed order
+    local.LocalLauncher(jobs=2)._run(["a", "b", "c"], workers=2, progress=False)
+    assert calls == [("a", True, False), ("b", True, False), ("c", True, False), ("a", False, True)]

@@ -3,7 +3,9 @@ or train the suite's judge, where the judge is made by training and not cached (
 
 A judge job runs beside the contestants' jobs, first in the list: contestants train meanwhile, and
 an evaluation that needs the judge before it is done waits on the judge's lock (or, where no
-judge job has started yet, trains it itself under that lock): it is trained exactly once.
+judge job has started yet, trains it itself under that lock): it is trained exactly once. The
+local launcher asks a job to defer instead (`defer_evaluation`): a model trained before the judge
+returns DEFERRED and runs again behind the queued jobs, so no core sits waiting for the judge.
 
 A job carries paths and keys, never models: the worker (a local process, a Slurm task) loads the
 suite again, plans it again and finds its points by their index in the plan, checking each row key
@@ -118,8 +120,17 @@ def describe(point) -> str:
     return f"{point.model.family}({fp}) seed={point.model.seed} {point.denoiser} {point.sampler}({sp}){sample}"
 
 
-def run_job(job: Job, *, position: int = 0, progress: bool = False) -> int:
-    """Train and evaluate one job; returns the number of rows it wrote (0 if all were done).
+# run_job's answer when it trained its model and left its evaluation for later: the judge was still
+# being trained by another job, and the launcher runs the job again (its model is in the cache)
+# rather than leave a core waiting for the judge
+DEFERRED = -1
+
+
+def run_job(job: Job, *, position: int = 0, progress: bool = False, defer_evaluation: bool = False,
+            requeued: bool = False) -> int:
+    """Train and evaluate one job; returns the number of rows it wrote (0 if all were done), or
+    DEFERRED where `defer_evaluation` is set and the judge is not ready when the model is trained
+    (`requeued`: this is the job's second run after it deferred, in the same launch).
     The job runs on a fixed number of intra-op threads (Job.threads, else its model's
     train.threads), never one that follows how many other jobs are pending: the count changes
     the trained bits."""
@@ -127,12 +138,13 @@ def run_job(job: Job, *, position: int = 0, progress: bool = False) -> int:
 
     before = torch.get_num_threads()
     try:
-        return _run_job(job, position=position, progress=progress)
+        return _run_job(job, position=position, progress=progress, defer_evaluation=defer_evaluation,
+                        requeued=requeued)
     finally:
         torch.set_num_threads(before)  # the in-process launchers' own process
 
 
-def _run_job(job: Job, *, position: int, progress: bool) -> int:
+def _run_job(job: Job, *, position: int, progress: bool, defer_evaluation: bool, requeued: bool) -> int:
     import torch
 
     from flowbench import worker
@@ -162,7 +174,7 @@ def _run_job(job: Job, *, position: int, progress: bool) -> int:
     todo = [(p, jp) for p, jp in mine if jp.row_key not in done]
     if not todo:
         return 0
-    beat = Heartbeat(job.shard, rows_total=len(todo))
+    beat = Heartbeat(job.shard, rows_total=len(todo), resume=requeued)
     threads = job.threads or todo[0][0].model.train.threads
     torch.set_num_threads(threads)
     if job.trains:
@@ -176,8 +188,12 @@ def _run_job(job: Job, *, position: int, progress: bool) -> int:
     if not is_main_process():  # DDP: every rank trains, one evaluates
         return 0
     device = resolve_device(suite.eval.device)
-    judge = JUDGES.get(suite.eval.judge)(corpus=corpus, cache_dir=worker.cache_root(), device=device,
-                                         **suite.eval.judge_params)
+    judge_cls = JUDGES.get(suite.eval.judge)
+    if defer_evaluation and not judge_cls.ready(corpus=corpus, cache_dir=worker.cache_root(), device=device,
+                                                **suite.eval.judge_params):
+        print(f"job {job.name}: trained; its evaluation waits for the judge and runs after the jobs queued", flush=True)
+        return DEFERRED
+    judge = judge_cls(corpus=corpus, cache_dir=worker.cache_root(), device=device, **suite.eval.judge_params)
     board = Leaderboard(Path(job.out))  # its samples folder; rows go to the shard
     for point, jp in todo:
         stop_if_requested(f"job {job.name}, before {jp.label}")  # a notice: stop between rows

@@ -1,12 +1,13 @@
 """In-process launcher (the default): each job trains its model and evaluates its rows in a
-worker of a process pool, so a model's rows appear as soon as it is trained."""
+worker of a process pool, so a model's rows appear as soon as it is trained (or, where the judge
+is still training in another job, once it is ready: the job is queued again meanwhile)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
 import multiprocessing as mp
 
-from flowbench.launch.job import Job, run_job
+from flowbench.launch.job import DEFERRED, Job, run_job
 from flowbench.launch.progress import Monitor
 from flowbench.registry import load_builtins
 
@@ -35,9 +36,17 @@ class LocalLauncher:
             # which would change the trained bits. A spawned worker starts with an empty registry:
             # load the built-ins and the entries from outside the package (FLOWBENCH_INCLUDE is
             # inherited) before it unpickles a job
+            # a job whose model is trained before the judge (trained by the judge's job beside it)
+            # hands its evaluation back rather than wait: it runs again behind the queued jobs
             with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                         initializer=load_builtins) as pool:
-                futures = [pool.submit(run_job, job, position=1 + i % workers, progress=progress)
-                           for i, job in enumerate(jobs)]
-                for fut in cf.as_completed(futures):
-                    fut.result()  # re-raise a worker's error here; the others still finish
+                running = {pool.submit(run_job, job, position=1 + i % workers, progress=progress,
+                                       defer_evaluation=True): (job, 1 + i % workers)
+                           for i, job in enumerate(jobs)}
+                while running:
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        job, position = running.pop(fut)
+                        if fut.result() == DEFERRED:  # re-raises a worker's error; the others still finish
+                            running[pool.submit(run_job, job, position=position, progress=progress,
+                                                requeued=True)] = (job, position)

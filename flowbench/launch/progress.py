@@ -23,11 +23,17 @@ class Heartbeat:
     """A worker's side: `train(step, total, seconds)` from the training loop, `row(seconds)` per
     evaluated row; writes `<shard>/progress.json` atomically, at most every `every_s` seconds."""
 
-    def __init__(self, shard: Path, *, rows_total: int, every_s: float = 2.0):
+    def __init__(self, shard: Path, *, rows_total: int, every_s: float = 2.0, resume: bool = False):
+        """`resume`: the job ran before in this run (its evaluation deferred): keep what that
+        heartbeat says of its training."""
         self.path = Path(shard) / HEARTBEAT
         self.every_s, self.last = every_s, float("-inf")
         self.state = {"started": time.time(), "step": 0, "total_steps": 0, "train_seconds": 0.0,
                       "trained": False, "rows_done": 0, "rows_total": rows_total, "eval_seconds": 0.0}
+        before = read_heartbeat(shard) if resume else None
+        if before is not None:
+            self.state.update({k: before[k] for k in ("started", "step", "total_steps", "train_seconds", "trained")
+                               if k in before})
 
     def train(self, step: int, total: int, seconds: float) -> None:
         self.state.update(step=step, total_steps=total, train_seconds=seconds, trained=step >= total)
