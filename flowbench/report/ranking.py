@@ -114,7 +114,8 @@ def ranked(lines: pd.DataFrame) -> tuple[str, bool, pd.DataFrame]:
 def best_per_family(lines: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Per N, family and denoiser, the line with the best excess. Where the family has tuning
     lines the choice is made on them alone and the held-out line of the chosen setting is
-    shown (`chosen on`); without a held-out twin the tuning line is shown and says so."""
+    shown (`chosen on`); without a held-out twin the tuning line is shown and says so.
+    `tied with`: how many other lines it was chosen among have an interval that overlaps its own."""
     metric, lower = ranking_metric(lines)
     scored = pd.concat([lines, excess(lines, metric)], axis=1)
     scored = scored[scored["score"].notna()]
@@ -124,13 +125,15 @@ def best_per_family(lines: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         tuning = g[split[g.index] == "tuning"]
         pool = tuning if len(tuning) else g
         best = pool.loc[pool["score"].idxmin() if lower else pool["score"].idxmax()]
+        # the pool's other lines whose interval overlaps the pick's: a choice among them is noise
+        tied = int(((pool["score_hi"] >= best["score_lo"]) & (pool["score_lo"] <= best["score_hi"])).sum()) - 1
         if not len(tuning):
-            picks.append({**best.to_dict(), "chosen on": ""})
+            picks.append({**best.to_dict(), "chosen on": "", "tied with": tied})
             continue
         twin = g[(split[g.index] == "held_out") & (g["setting"] == best["setting"]) & (g["nfe"] == best["nfe"])]
         note = f"tuning ({metric} {best[metric]:.3f})"
         picks.append({**(twin.iloc[0] if len(twin) else best).to_dict(),
-                      "chosen on": note if len(twin) else note + "; no held-out row"})
+                      "chosen on": note if len(twin) else note + "; no held-out row", "tied with": tied})
     best = pd.DataFrame(picks)
     if best.empty:
         return metric, best

@@ -123,10 +123,13 @@ def markdown(df: pd.DataFrame, figures: list[str]) -> str:
                 f"interval (95%, its half-width averaged over seeds). A seed learned when its model's best gen PPL "
                 f"over NFE is under {LEARNED_FACTOR:g} x true data's.", "", seed_table(lines, metric), ""]
     _, best = best_per_family(lines)
-    cols = ["num_samples", "family", "denoiser", "run", "nfe", *present(best, SUMMARY), "score", "chosen on"]
+    cols = ["num_samples", "family", "denoiser", "run", "nfe", *present(best, SUMMARY), "score", "tied with",
+            "chosen on"]
     out += ["## Best per family", "",
             f"Per N, the line of each family and denoiser with the best `{metric}` over true data's at that N "
-            "(`score`); where tuning lines exist the choice is made on them and the held-out line is shown.", "",
+            "(`score`); where tuning lines exist the choice is made on them and the held-out line is shown. "
+            "`tied with`: how many of the family's other lines have an interval overlapping the chosen one's "
+            "(where it is most of them, the choice is within noise: read gen PPL and entropy beside it).", "",
             best.reindex(columns=[c for c in cols if c in best and (c != "chosen on" or best[c].ne("").any())])
             .rename(columns={"num_samples": "N"}).round(3).to_markdown(index=False), ""]
     cols = ["num_samples", "rank", "run", "nfe", *present(table, SHOWN), "score", "score_lo", "score_hi",

@@ -111,6 +111,7 @@ def test_best_per_family_chooses_on_tuning_rows_and_prints_held_out(tmp_path, ma
     assert list(best["run"]) == ["f/euler t_first=0.6 [held-out]"]
     assert best["bigram_kl"].iloc[0] == "0.8"
     assert best["chosen on"].iloc[0].startswith("tuning (bigram_kl 0.700)")
+    assert best["tied with"].iloc[0] == "0"  # B's tuning interval lies wholly above A's
     assert "[tuning]" in report and "[held-out]" in report
 
 
@@ -122,3 +123,16 @@ def test_an_unknown_split_fails_in_one_line(tmp_path, capsys):
     pd.DataFrame([{**lines(split="tune"), "row_key": "k0"}]).to_csv(out / "leaderboard.csv", index=False)
     assert main(["report", str(out)]) == 2
     assert "column 'split': unknown value 'tune'" in capsys.readouterr().err
+
+
+def test_best_per_family_says_how_many_lines_it_was_chosen_among_within_noise(tmp_path, markdown_table):
+    # three NFEs at the metric's bottom (as MAUVE on real English for a family far from the text):
+    # the pick is the noise maximum and says it ties with the two others, not with the separate one
+    rows = [lines(nfe=n, bigram_kl=v, bigram_kl_lo=v - 0.2, bigram_kl_hi=v + 0.2)
+            for n, v in ((4, 5.0), (8, 5.1), (16, 4.95))] + [lines(nfe=32, bigram_kl=1.0, bigram_kl_lo=0.9,
+                                                                    bigram_kl_hi=1.1)]
+    best = markdown_table(report_of(tmp_path, rows), "## Best per family")
+    assert list(best["nfe"]) == ["32"] and best["tied with"].iloc[0] == "0"
+    (tmp_path / "alone").mkdir()
+    best = markdown_table(report_of(tmp_path / "alone", rows[:3]), "## Best per family")
+    assert list(best["nfe"]) == ["16"] and best["tied with"].iloc[0] == "2"
