@@ -76,8 +76,7 @@ def shard_dir(out: Path, name: str) -> Path:
 # backbone passes: the nfe_sweep reference's jobs spent 3749 s evaluating 127488 samples and 15248 s
 # training 168000 passes (before MAUVE's clustering ran on one BLAS thread, which cut one row's
 # evaluation about threefold: an upper estimate). It ranks the jobs by their whole work, so an oracle
-# job with many rows (nfe_sweep's oracle-flow_map: 66 rows, longer than a model's training) is not
-# left to the end.
+# job with many rows (66 in nfe_sweep, longer than a model's training) is not left to the end.
 EVAL_PASSES_PER_SAMPLE = 0.32
 
 

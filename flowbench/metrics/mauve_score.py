@@ -76,8 +76,10 @@ def seeded_mauve(p: np.ndarray, q: np.ndarray, *, scaling: float, buckets, seed:
             "per_seed": [float(out.mauve) for out in outs]}
 
 
+@lru_cache(maxsize=16)
 def held_out_samples(corpus, split: str, n: int, cache_dir, judge=None) -> Samples:
-    """The first n sequences of a held-out split, scored by `judge` where one is given."""
+    """The first n sequences of a held-out split, scored by `judge` where one is given (once per
+    process: the reference's surprisal statistics and its features read the same scores)."""
     available = corpus.available(split)
     if available is not None and available < n:
         raise MetricError(f"metric 'mauve': corpus {corpus.name!r} split {split!r} holds {available} "
@@ -153,8 +155,8 @@ class Mauve(Metric):
         if uses_judge(kind) and judge is None:
             raise MetricError(f"metric 'mauve' with features {kind!r} needs the suite's judge")
         q = held_out(samples.corpus, "validation", n, kind, samples.cache_dir, judge)
-        p = features(kind, samples, reference_surprisal=(
-            reference_surprisal(samples.corpus, n, samples.cache_dir, judge) if judge is not None else None))
+        reference = reference_surprisal(samples.corpus, n, samples.cache_dir, judge) if judge is not None else None
+        p = features(kind, samples, reference_surprisal=reference)
         out = seeded_mauve(p, q, scaling=opt["scaling"], buckets=opt["buckets"], seed=opt["seed"],
                            kmeans_seeds=opt["kmeans_seeds"], interval_seed=samples.seed)
         return {"mauve": out["mauve"], "mauve_lo": out["mauve_lo"], "mauve_hi": out["mauve_hi"],
