@@ -56,11 +56,18 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
         collect(board.dir)  # rows that finished since the last run
         done = board.keys()
         # one row per key: oracle points of models that differ only in training share a key
-        pending = list({key: p for p in points if (key := key_of(p)) not in done}.values())
+        by_key = {key_of(p): p for p in points}
+        pending = [p for key, p in by_key.items() if key not in done]
         pending = run.not_in_flight(pending, key_of) if hasattr(run, "not_in_flight") else pending
         if not pending:
-            print(f"{suite.name}: all {len(points)} rows already in {board.csv} or queued")
+            print(f"{suite.name}: all {len(by_key)} rows already in {board.csv} or queued")
             return board.csv
+        if len(pending) < len(by_key):
+            # a resumed run: the progress line counts what is left, so say what is already there
+            left_models = {p.model.key for p in pending if p.denoiser == "trained"}
+            print(f"{suite.name}: {len(by_key) - len(pending)} of {len(by_key)} rows already in {board.csv}, "
+                  f"{len(trained) - len(left_models)} of {len(trained)} trained models with all their rows; "
+                  f"{len(pending)} rows to go")
         replaced, notes = find_superseded(pending, current=Point.components, row_key=key_of, done=done)
         for line in notes:
             print(f"{suite.name}: {line}")

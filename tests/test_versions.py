@@ -33,7 +33,10 @@ def test_bumping_a_family_version_retrains_that_family_only(tmp_path, monkeypatc
     monkeypatch.setattr(FAMILIES.get("mdlm"), "version", 2)
     capsys.readouterr()
     run_suite(suite, out=out, jobs=1, progress=False)
-    assert "2 rows of family mdlm were computed with version 1; recomputing with version 2" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "2 rows of family mdlm were computed with version 1; recomputing with version 2" in said
+    # the progress line counts what is left; one line says what the folder already holds
+    assert "1 of 3 rows already in" in said and "1 of 2 trained models with all their rows; 2 rows to go" in said
     after = {p.name: p.stat().st_mtime_ns for p in models.glob("*.pt")}
     new = set(after) - set(before)
     assert len(new) == 1 and new.pop().startswith("mdlm-")  # one new mdlm model
