@@ -57,17 +57,19 @@ def run_suite(path: str | Path, *, out: str | Path | None = None, only: dict[str
         done = board.keys()
         # one row per key: oracle points of models that differ only in training share a key
         by_key = {key_of(p): p for p in points}
-        pending = [p for key, p in by_key.items() if key not in done]
-        pending = run.not_in_flight(pending, key_of) if hasattr(run, "not_in_flight") else pending
+        missing = [p for key, p in by_key.items() if key not in done]
+        pending = run.not_in_flight(missing, key_of) if hasattr(run, "not_in_flight") else missing
         if not pending:
             print(f"{suite.name}: all {len(by_key)} rows already in {board.csv} or queued")
             return board.csv
-        if len(pending) < len(by_key):
+        if len(missing) < len(by_key) or len(pending) < len(missing):
             # a resumed run: the progress line counts what is left, so say what is already there
-            left_models = {p.model.key for p in pending if p.denoiser == "trained"}
-            print(f"{suite.name}: {len(by_key) - len(pending)} of {len(by_key)} rows already in {board.csv}, "
-                  f"{len(trained) - len(left_models)} of {len(trained)} trained models with all their rows; "
-                  f"{len(pending)} rows to go")
+            # (rows a queue still holds are neither on the board nor to go)
+            left_models = {p.model.key for p in missing if p.denoiser == "trained"}
+            queued = f", {len(missing) - len(pending)} queued" if len(pending) < len(missing) else ""
+            print(f"{suite.name}: {len(by_key) - len(missing)} of {len(by_key)} rows already in {board.csv}, "
+                  f"{len(trained) - len(left_models)} of {len(trained)} trained models with all their rows"
+                  f"{queued}; {len(pending)} rows to go")
         replaced, notes = find_superseded(pending, current=Point.components, row_key=key_of, done=done)
         for line in notes:
             print(f"{suite.name}: {line}")

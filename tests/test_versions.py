@@ -64,3 +64,23 @@ def test_a_leaderboard_written_before_new_columns_is_upgraded_not_shifted(tmp_pa
     path.write_text(",".join(old_columns) + "\n" + ",".join("old" if c == "row_key" else "" for c in old_columns) + "\n")
     Leaderboard(tmp_path).append({"row_key": "new", "supersedes": "old", "family": "mdlm"})
     assert [(r["row_key"], r["supersedes"], r["family"]) for r in rows(path)] == [("old", "", ""), ("new", "old", "mdlm")]
+
+
+def test_rows_a_queue_still_holds_are_neither_on_the_board_nor_to_go(tmp_path, monkeypatch, capsys):
+    import flowbench.runner as runner
+
+    real = runner.make_launcher
+
+    def launcher_with_one_row_queued(*args, **kwargs):
+        launcher = real(*args, **kwargs)
+        # an earlier submission still holds the first row in its queue (a slurm launcher's squeue)
+        launcher.not_in_flight = lambda points, key_of: points[1:]
+        return launcher
+
+    monkeypatch.setattr(runner, "make_launcher", launcher_with_one_row_queued)
+    suite = tmp_path / "queued.yaml"
+    suite.write_text(yaml.safe_dump({**SMOKE, "name": "queued", "runs": RUNS}))
+    csv_path = run_suite(suite, out=tmp_path / "out", jobs=1, progress=False)
+    said = capsys.readouterr().out
+    assert "0 of 3 rows already in" in said and "0 of 2 trained models with all their rows, 1 queued; 2 rows to go" in said
+    assert len(rows(csv_path)) == 2  # the queued row is not submitted again
