@@ -53,6 +53,7 @@ class Job:
     timestamp: str
     only: dict | None = None
     cost: float = 0.0  # relative training cost (backbone passes)
+    held: float = 0.0  # of `cost`, what its checkpoint in the cache held at submission
     trains: bool = field(default=False)
     threads: int | None = None  # intra-op threads of the job's process; None: its model's train.threads
     eval_cost: float = 0.0  # its rows' evaluation in the same units (EVAL_PASSES_PER_SAMPLE)
@@ -61,7 +62,7 @@ class Job:
     @property
     def work(self) -> float:
         """The job's whole work, training and evaluation, in backbone passes: the longest start first."""
-        return self.cost + self.eval_cost
+        return self.cost - self.held + self.eval_cost
 
     @property
     def shard(self) -> Path:
@@ -85,7 +86,7 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
               threads: int | None = None) -> list[Job]:
     """Group pending points into jobs: one per trained model, one per family for the rest
     (oracle points); the most work (training and evaluation) first."""
-    from flowbench.worker.training import training_cost  # the families and the trainer: only where jobs are made
+    from flowbench.worker.training import held_cost, training_cost  # the families and the trainer: only where jobs are made
 
     groups: dict[str, list] = {}
     for p in pending:
@@ -97,7 +98,8 @@ def make_jobs(pending: list, *, suite_path: Path, out: Path, cache: Path, only: 
         jobs.append(Job(
             name=name, suite=str(Path(suite_path).resolve()), out=str(Path(out).resolve()),
             cache=str(Path(cache).resolve()), only=only, git_sha=git_sha, timestamp=timestamp,
-            trains=trains, cost=training_cost(points[0].model) if trains else 0.0, threads=threads,
+            trains=trains, cost=training_cost(points[0].model) if trains else 0.0,
+            held=held_cost(points[0].model) if trains else 0.0, threads=threads,
             eval_cost=EVAL_PASSES_PER_SAMPLE * sum(p.eval_config.num_samples for p in points),
             points=tuple(JobPoint(index=index_of[id(p)], row_key=(k := key_of(p)), supersedes=replaced.get(k),
                                   label=describe(p)) for p in points)))

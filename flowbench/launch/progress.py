@@ -5,7 +5,8 @@ step, seconds, rows written), rewritten at most every few seconds. Whoever watch
 local launcher's process, `status` for a Slurm submission) reads those files, so the line is the
 same wherever the workers run. Time left comes from measured rates: training seconds per unit of
 relative cost (`Job.cost`, steps x backbone passes) over the jobs that have trained, and seconds
-per evaluated row; the remaining work is shared by the workers.
+per evaluated row; the remaining work is shared by the workers. A job not started yet has left
+what its model's checkpoint in the cache did not hold at submission (`Job.held`).
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ class Overall:
 def work_of(job) -> dict:
     """What the line needs of a job (launch.job.Job): its shard, whether it trains, its relative
     training cost and its number of rows; also what the submission record keeps for `status`."""
-    return {"shard": str(job.shard), "trains": job.trains, "cost": job.cost, "rows": len(job.points)}
+    return {"shard": str(job.shard), "trains": job.trains, "cost": job.cost, "held": job.held,
+            "rows": len(job.points)}
 
 
 def overall(work: list[dict], *, since: float, workers: int, now: float | None = None) -> Overall:
@@ -94,7 +96,9 @@ def overall(work: list[dict], *, since: float, workers: int, now: float | None =
     measured = [(w["cost"] * b["step"] / b["total_steps"], b["train_seconds"]) for w, b in trains
                 if b and b["total_steps"] and b["train_seconds"] > 0]
     per_cost = sum(s for _, s in measured) / sum(c for c, _ in measured) if measured else None
-    left_cost = sum(w["cost"] * (1 - (b["step"] / b["total_steps"] if b and b["total_steps"] else 0))
+    # a job not started yet has left what its checkpoint did not hold at submission (older records: all)
+    left_cost = sum(w["cost"] * (1 - b["step"] / b["total_steps"]) if b and b["total_steps"]
+                    else w["cost"] - w.get("held", 0.0)
                     for w, b in trains if not (b and b["trained"]))
     rows_done = sum(b["rows_done"] for _, b in beats if b)
     rows = sum(w["rows"] for w in work)

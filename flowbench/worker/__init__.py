@@ -14,7 +14,7 @@ from flowbench.worker.checkpoints import cache_root, checkpoint_meta, checkpoint
 from flowbench.worker.evaluation import CallCounter, evaluate
 from flowbench.worker.keys import row_key_function
 from flowbench.worker.provenance import environment, git_sha, json_cell
-from flowbench.worker.training import measured_cost, train_model, training_cost
+from flowbench.worker.training import held_cost, measured_cost, train_model, training_cost
 
 __all__ = ["CallCounter", "cache_root", "checkpoint_meta", "checkpoint_path", "environment",
            "evaluate", "git_sha", "json_cell", "load_trained", "measured_cost", "model_lock",

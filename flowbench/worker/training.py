@@ -62,6 +62,22 @@ def training_cost(spec: ModelSpec) -> float:
     return cost * spec.train.total_steps(spec.suite.corpus.seq_len, cost=cost)
 
 
+def held_cost(spec: ModelSpec) -> float:
+    """The part of `training_cost` its checkpoint in the cache already holds (a model another suite
+    trained, or a killed run's): 0 without one. Only the saved step is read (the tensors are
+    memory-mapped, not loaded); a checkpoint that cannot be read counts as none, and the job that
+    loads it says what is wrong with it."""
+    path = checkpoint_path(spec)
+    if not path.exists():
+        return 0.0
+    try:
+        step = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:
+        return 0.0
+    cost = spec.step_cost
+    return cost * min(step, spec.train.total_steps(spec.suite.corpus.seq_len, cost=cost))
+
+
 def measured_cost(state: dict, train_cost: float) -> dict:
     """train_seconds: the summed wall time of the training's optimiser steps (trainer.train);
     train_cost_ratio: its seconds per declared backbone pass over a bare backbone step's seconds

@@ -83,7 +83,7 @@ def test_the_record_names_its_own_folder_relatively_and_moves_with_it(tmp_path):
 
     out = tmp_path / "run"
     point = SimpleNamespace(row_key="abc123", label="mdlm(...) ancestral nfe=4")
-    job = SimpleNamespace(name="mdlm-1", shard=out / "shards" / "mdlm-1", trains=True, cost=8.0, points=[point])
+    job = SimpleNamespace(name="mdlm-1", shard=out / "shards" / "mdlm-1", trains=True, cost=8.0, held=0.0, points=[point])
     save_record(out, launcher="slurm", jobs=[job], ids={"mdlm-1": "42"},
                 logs={"mdlm-1": str(out / "slurm" / "42_log.err")})
     text = (out / "submission.json").read_text()

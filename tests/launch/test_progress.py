@@ -38,6 +38,45 @@ def test_time_left_follows_the_measured_rates(tmp_path):
     assert overall(jobs, since=200.0, workers=2, now=210.0).rows_done == 0  # an earlier run's beat
 
 
+def test_a_job_whose_checkpoint_the_cache_holds_has_only_the_rest_of_its_training_left(tmp_path):
+    jobs = [work(tmp_path, "a", cost=10.0, rows=1), {**work(tmp_path, "b", cost=30.0, rows=1), "held": 30.0},
+            {**work(tmp_path, "c", cost=30.0, rows=1), "held": 10.0}]
+    beat(jobs[0]["shard"], step=100, total_steps=100, train_seconds=40.0, trained=True,
+         rows_done=1, eval_seconds=6.0)
+    # b (reused) trains nothing, c (a killed run's, a third done) 20 units at 4 s; 2 rows at 6 s
+    assert overall(jobs, since=50.0, workers=2, now=150.0).left_s == pytest.approx((20 * 4 + 2 * 6) / 2)
+    beat(jobs[2]["shard"], step=50, total_steps=100, train_seconds=60.0)  # once started, its own steps say
+    assert overall(jobs, since=50.0, workers=2, now=150.0).left_s == pytest.approx((15 * 4 + 2 * 6) / 2)
+
+
+def test_jobs_know_what_the_cache_holds_of_their_training(tmp_path):
+    import torch
+
+    from flowbench.launch.job import make_jobs
+    from flowbench.config import load_suite
+    from flowbench.plan import plan
+    from flowbench.worker import checkpoint_path, held_cost, training_cost
+
+    run_suite(SMOKE, out=tmp_path / "out", jobs=1, progress=False)
+    points = [p for p in plan(load_suite(SMOKE)) if p.denoiser == "trained"]
+    spec = points[0].model
+    path = checkpoint_path(spec)
+    assert held_cost(spec) == training_cost(spec) > 0  # finished
+    jobs = make_jobs(points, suite_path=SMOKE, out=tmp_path / "again", cache=tmp_path / "cache", only=None,
+                     index_of={id(p): i for i, p in enumerate(points)}, key_of=lambda p: str(id(p)),
+                     replaced={}, git_sha="x", timestamp="t")
+    assert all(j.held == j.cost > 0 and j.work == j.eval_cost for j in jobs)
+    state = torch.load(path, weights_only=True)
+    total = state["step"]
+    assert total >= 2
+    torch.save({**state, "step": total // 2}, path)  # a killed run's checkpoint, part done
+    assert held_cost(spec) == pytest.approx(training_cost(spec) * (total // 2) / total)
+    path.write_bytes(b"not a checkpoint")
+    assert held_cost(spec) == 0.0  # unreadable: counted as none (its job says what is wrong)
+    path.unlink()
+    assert held_cost(spec) == 0.0
+
+
 def test_heartbeat_writes_at_most_every_few_seconds_but_always_the_last_step(tmp_path):
     hb = Heartbeat(tmp_path, rows_total=2, every_s=3600)
     hb.train(1, 10, 0.5)

@@ -44,7 +44,7 @@ def test_status_and_collect_in_a_loop_beside_an_appending_job_never_change_its_s
     shard = out / "shards" / "mdlm-0" / "leaderboard.csv"
     shard.parent.mkdir(parents=True)
     points = [SimpleNamespace(row_key=f"row{i:03d}", label=f"mdlm nfe={i}") for i in range(ROWS)]
-    submitted = SimpleNamespace(name="mdlm-0", points=points, shard=shard.parent, trains=False, cost=0.0)
+    submitted = SimpleNamespace(name="mdlm-0", points=points, shard=shard.parent, trains=False, cost=0.0, held=0.0)
     save_record(out, launcher="local", jobs=[submitted], ids={}, logs={})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     copy = tmp_path / "written.csv"
