@@ -12,6 +12,8 @@ import copy
 import hashlib
 import math
 import os
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -53,6 +55,46 @@ def _stop_now() -> bool:
     global _stop_requested
     stop, _stop_requested = _stop_requested, False
     return stop
+
+
+_continues = 0  # SIGCONTs this process has seen: it was stopped and continued
+
+
+def _count_continue(*_signal) -> None:
+    global _continues
+    _continues += 1
+
+
+def count_continues() -> None:
+    """Count SIGCONT (a stopped process continued: a shell's ^Z and fg, `scontrol suspend` and
+    resume, SIGSTOP and SIGCONT) so `StepClock` can leave the stop out. Signals arrive in the main
+    thread; elsewhere, or where another handler is set, nothing is installed and nothing counted."""
+    if (hasattr(signal, "SIGCONT") and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGCONT) in (signal.SIG_DFL, _count_continue)):
+        signal.signal(signal.SIGCONT, _count_continue)
+
+
+class StepClock:
+    """Wall seconds of training steps that a stop does not inflate: a step during which the
+    process was continued (`count_continues`) counts as long as the step before it, and `stopped`
+    sums the rest, so elapsed times can leave the stop out too. Without it a run stopped for an
+    hour records that hour in one step's time (train_seconds, train_cost_ratio, the time left)."""
+
+    def __init__(self):
+        self.last, self.stopped, self._t, self._seen = 0.0, 0.0, 0.0, _continues
+
+    def start(self) -> None:
+        self._t = time.perf_counter()
+
+    def lap(self) -> float:
+        """Seconds since `start`, or the previous lap's if the process was continued meanwhile."""
+        seconds = time.perf_counter() - self._t
+        if _continues != self._seen:
+            self._seen = _continues
+            self.stopped += max(0.0, seconds - self.last)
+            return min(seconds, self.last)
+        self.last = seconds
+        return seconds
 
 
 def stop_if_requested(what: str) -> None:
@@ -275,7 +317,7 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
                 "step": step, "history": history, "loss_avg": loss_avg, "done": done, "meta": meta,
                 "world": world,
                 "threads": threads,
-                "seconds": time.perf_counter() - t0,  # training wall time; lost work is not counted
+                "seconds": elapsed(),  # training wall time; lost work and stops are not counted
                 "train_seconds": train_seconds, "reference_seconds": list(reference_seconds),
                 "train_tokens": step * config.batch_size * seq_len}
 
@@ -293,8 +335,14 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
     bar = tqdm(total=total, initial=step, desc=meta.get("label", "train"), position=position,
                disable=not progress or rank > 0, dynamic_ncols=True, leave=True)
     t0 = time.perf_counter() - seconds
+    count_continues()
+    clock = StepClock()
+
+    def elapsed() -> float:  # training wall time, stops left out
+        return time.perf_counter() - t0 - clock.stopped
+
     while step < total:
-        t_step = time.perf_counter()
+        clock.start()
         x1 = next(stream).to(device)  # (B, L) global batch
         if world > 1:
             x1 = x1.chunk(world)[rank]  # (B / world, L)
@@ -316,16 +364,17 @@ def train(*, family, model: torch.nn.Module, train_data: torch.Tensor, val_data:
             torch.distributed.all_reduce(value)
             value /= world
         loss_avg = value.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * value.item()
-        if train_seconds is not None:  # .item() above waited for the step's kernels
-            train_seconds += time.perf_counter() - t_step
+        step_seconds = clock.lap()  # .item() above waited for the step's kernels
+        if train_seconds is not None:
+            train_seconds += step_seconds
         bar.update(1)
         if on_step is not None:
-            on_step(step, total, time.perf_counter() - t0)
+            on_step(step, total, elapsed())
         if step % config.eval_every == 0 or step == total:
             val = validation_loss(family, ema.module if ema is not None else model, val_data,
                                   batch_size=config.batch_size * 4, device=device, seed=seed)
             history.append({"step": step, "train_loss": loss_avg, "val_loss": val,
-                            "seconds": time.perf_counter() - t0})
+                            "seconds": elapsed()})
             bar.set_postfix(loss=f"{loss_avg:.3f}", val=f"{val:.3f}")
         stop = _stop_requested  # preempted: lose nothing but the unfinished step
         if world > 1:  # all processes stop at the same step, or the next all-reduce hangs

@@ -131,3 +131,68 @@ def test_measured_step_seconds_survive_resume_and_bare_steps_change_nothing(tmp_
     assert final["train_seconds"] == 12.0 and final["reference_seconds"] == [0.25] * 4
     assert len(timed) == 4 and all(t >= 0 for t in timed)
     assert_same_training(final, reference)
+
+
+def _continue_self():
+    """What a stopped process sees when it is continued: SIGCONT (sent to itself here), handled
+    before this returns."""
+    import os
+    import signal
+    import time
+
+    from flowbench import trainer
+
+    seen = trainer._continues
+    os.kill(os.getpid(), signal.SIGCONT)
+    deadline = time.monotonic() + 5
+    while trainer._continues == seen and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert trainer._continues == seen + 1
+
+
+def test_a_step_the_process_was_stopped_in_counts_as_long_as_the_step_before():
+    import time
+
+    from flowbench.trainer import StepClock, count_continues
+
+    count_continues()
+    clock = StepClock()
+    clock.start()
+    time.sleep(0.01)
+    clean = clock.lap()
+    clock.start()
+    time.sleep(0.3)  # stopped here (SIGSTOP) for 0.3 s, then continued
+    _continue_self()
+    assert clock.lap() == clean and clock.stopped >= 0.25
+    clock.start()
+    time.sleep(0.02)
+    assert clock.lap() >= 0.02 and clock.last >= 0.02  # the next step counts again
+
+
+def test_a_stopped_training_records_its_steps_not_the_stop(tmp_path, language, monkeypatch):
+    """A run stopped for a while inside a step (a shell's ^Z, `scontrol suspend`) and continued
+    records the steps' time, not the stop, in train_seconds and in its wall time."""
+    import time
+
+    from flowbench.trainer import count_continues
+
+    count_continues()
+    quick = run("kl_flow", language, tmp_path / "quick.pt")
+    cls = FAMILIES.get("kl_flow")
+    loss, calls = cls.loss, []
+
+    def loss_stopped_once(self, model, x1, **kw):
+        if model.training:
+            calls.append(1)
+            if len(calls) == 5:
+                time.sleep(2.0)  # stopped for 2 s in the middle of step 5
+                _continue_self()
+        return loss(self, model, x1, **kw)
+
+    monkeypatch.setattr(cls, "loss", loss_stopped_once)
+    stopped = run("kl_flow", language, tmp_path / "stopped.pt")
+    assert len(calls) == STEPS
+    assert stopped["train_seconds"] < quick["train_seconds"] + 1.0
+    assert stopped["seconds"] < quick["seconds"] + 1.0
+    assert stopped["history"][-1]["seconds"] < quick["history"][-1]["seconds"] + 1.0
+    assert_same_training(stopped, quick)  # the stop changes nothing else
