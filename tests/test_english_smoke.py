@@ -62,3 +62,18 @@ def test_the_english_suites_plan_every_family_at_equal_compute():
     assert {m.seed for m in curve_models.values()} == {0}
     assert {k for k, m in curve_models.items() if m.train.passes == 8000} == {
         k for k, m in models.items() if m.seed == 0}  # the same checkpoints
+
+
+def test_the_long_curve_continues_the_curve_for_mdlm_and_ar():
+    """suites/english_curve_long.yaml: mdlm and ar_gpt2 at 16000 / 32000 / 64000 passes, its
+    16000-pass models english_curve's own (planned only)."""
+    from flowbench.config import load_suite
+    from flowbench.plan import plan
+
+    curve, long = (load_suite(ROOT / "suites" / f"{n}.yaml") for n in ("english_curve", "english_curve_long"))
+    assert (long.corpus, long.backbone, long.eval) == (curve.corpus, curve.backbone, curve.eval)
+    models = {p.model.key: p.model for p in plan(long)}
+    assert {(m.family, m.train.passes, m.seed) for m in models.values()} == {
+        (f, n, 0) for f in ("ar_gpt2", "mdlm") for n in (16000, 32000, 64000)}
+    curve_keys = {p.model.key for p in plan(curve)}
+    assert {k for k, m in models.items() if m.train.passes == 16000} <= curve_keys  # the same checkpoints
