@@ -120,7 +120,11 @@ class LocalJudge(Judge):
                                                   d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                                                   steps=steps, batch_size=batch_size, lr=lr, seed=seed)
         V = corpus.vocab_size
-        self.model = GPT2(gpt2_config(backbone, vocab_size=V, seq_len=corpus.seq_len), V)
+        # its initial weights follow from its key (seed included), not from whatever this process
+        # drew before: a judge trained by another job, or after other work, is the same judge
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = GPT2(gpt2_config(backbone, vocab_size=V, seq_len=corpus.seq_len), V)
         n_train = corpus.available("train") or steps * batch_size
         self.steps_trained = 0  # optimiser steps this process ran (0: it loaded the judge another trained)
 

@@ -205,3 +205,17 @@ def test_the_local_launcher_runs_a_deferred_job_again_behind_the_queue(monkeypat
                         lambda workers, **kw: cf.ThreadPoolExecutor(1))  # one at a time: a fixed order
     local.LocalLauncher(jobs=2)._run(["a", "b", "c"], workers=2, progress=False)
     assert calls == [("a", True, False), ("b", True, False), ("c", True, False), ("a", False, True)]
+
+
+def test_the_judge_is_the_same_whatever_the_process_drew_before(tmp_path):
+    """Its initial weights come from its seed: a judge trained after other work in the process
+    (another job, a contestant) is bit-identical to one trained first; another seed is another judge."""
+    language = HMMLanguage(seq_len=8, seed=0)
+    torch.manual_seed(0)
+    first = LocalJudge(**judge_kw(tmp_path / "a", language)).model.state_dict()
+    torch.manual_seed(123)
+    torch.rand(1000)  # other work drew from the global generator first
+    second = LocalJudge(**judge_kw(tmp_path / "b", language)).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = LocalJudge(**judge_kw(tmp_path / "c", language), seed=1).model.state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
