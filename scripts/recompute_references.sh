@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
     suites=(nfe_sweep flow_map_seeds tstar_sweep beta_sweep frontier recipe_ablation learning_curves steering
-            english english_curve)
+            english english_curve english_curve_long)
 fi
 dirty() { git status --porcelain --untracked-files=no -- . ':(exclude)results'; }
 if [ -n "$(dirty)" ]; then

@@ -201,7 +201,7 @@ def test_a_run_samples_its_own_count_keyed_and_labelled_apart(tmp_path, smoke_su
 
 @pytest.mark.parametrize("name", ["nfe_sweep", "flow_map_seeds", "learning_curves", "recipe_ablation",
                                   "tstar_sweep", "frontier", "beta_sweep", "english",
-                                  "english_curve"])
+                                  "english_curve", "english_curve_long"])
 def test_committed_reference_rows_are_the_rows_its_suite_plans(name):
     """A change of what keys a row (a new field, a renamed default) would make a fresh clone
     recompute the reference instead of finding it: the suite's planned keys are the committed ones."""
